@@ -1,0 +1,1 @@
+"""The `gprocket` command line: one module per subcommand."""

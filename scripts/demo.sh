@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# gprocket's main job, from a fresh Debian machine as root: set everything up,
+# install the helper with file capabilities, then run one gevent process as an
+# unprivileged user that binds a low port, pings over raw ICMP and ICMPv6 and
+# captures frames, inside a network namespace made for the demo.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${GPROCKET_VENV:-/opt/gprocket/venv}
+prefix=/opt/gprocket/demo
+user=gprocket-demo
+ns=gprocket-demo-$$
+
+"$here/scripts/setup.sh" >/dev/null
+getent group gprocket >/dev/null || groupadd --system gprocket
+id "$user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin -G gprocket "$user"
+
+# The demo user may also capture frames: packet sockets need an explicit rule.
+"$venv/bin/capsetup" install --prefix "$prefix" --group gprocket >/dev/null
+policy="$prefix/libexec/gprocket/policy"
+cat > "$policy.new" <<'RULES'
+# gprocket demo: the defaults, plus frame capture for the group
+allow * bind any 1-1023
+allow * raw icmp,icmpv6
+allow group:gprocket packet
+RULES
+chmod 0644 "$policy.new" && mv "$policy.new" "$policy"
+
+cleanup() { ip netns del "$ns" 2>/dev/null || true; }
+trap cleanup EXIT
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+ip netns exec "$ns" sysctl -q -w net.ipv4.ping_group_range="1 0"
+
+exec ip netns exec "$ns" setpriv --reuid="$user" --regid="$user" --init-groups --inh-caps=-all -- \
+    env -i PATH=/usr/bin:/bin GPROCKET_HELPER="$prefix/libexec/gprocket/gprocket-helper" \
+    "$venv/bin/gprocket" demo

@@ -1,0 +1,296 @@
+"""Real unprivileged processes, network namespaces and installed helpers.
+
+Every unprivileged behaviour in the suite is shown by a process that really
+runs as another uid (setpriv), optionally inside a network namespace made for
+the test, optionally against a helper really installed setuid or with file
+capabilities in a root-owned temporary prefix. Nothing here mocks the kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import importlib.util
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_PYTHON = os.environ.get("GPROCKET_TEST_PYTHON", "/opt/gprocket/venv/bin/python")
+TEST_GROUP = "gprocket"
+UNPRIV_USER = "gprocket-test"
+OTHER_USER = "gprocket-other"
+# Root-owned and not writable by others, as the helper demands of the
+# directories above its policy; /tmp (world-writable) would be refused.
+INSTALL_ROOT = Path("/opt/gprocket/t")
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+
+    @property
+    def groups(self) -> tuple[int, ...]:
+        return tuple(os.getgrouplist(self.name, self.gid))
+
+
+def package_dir() -> Path:
+    """The directory of the gprocket package the tests exercise."""
+    spec = importlib.util.find_spec("gprocket")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return REPO / "gprocket"
+
+
+def python_path() -> str:
+    """PYTHONPATH that makes the same gprocket (and capsetup) importable."""
+    return str(package_dir().parent)
+
+
+def packaged_helper() -> Path:
+    return package_dir() / "_bin" / "gprocket-helper"
+
+
+def file_caps() -> str:
+    """The helper's file capability set, from the one place it is defined."""
+    text = (REPO / "helper" / "Makefile").read_text()
+    match = re.search(r"^FILE_CAPS\s*[:?]?=\s*(.+)$", text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError("helper/Makefile does not define FILE_CAPS")
+    return match.group(1).strip()
+
+
+def ensure_group(name: str) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        subprocess.run(["groupadd", "--system", name], check=True)
+        return grp.getgrnam(name).gr_gid
+
+
+def ensure_user(name: str, groups: Sequence[str] = ()) -> User:
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        argv = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                "--user-group"]
+        if groups:
+            argv += ["-G", ",".join(groups)]
+        subprocess.run([*argv, name], check=True)
+        entry = pwd.getpwnam(name)
+    for group in groups:
+        if name not in grp.getgrnam(group).gr_mem:
+            subprocess.run(["usermod", "-a", "-G", group, name], check=True)
+    return User(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+
+def user_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {"PATH": SAFE_PATH, "PYTHONPATH": python_path(), "LANG": "C.UTF-8",
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    for key, value in os.environ.items():
+        if key.startswith("GPROCKET_") and key != "GPROCKET_TEST_PYTHON":
+            env.setdefault(key, value)
+    env.update(extra or {})
+    return env
+
+
+def as_user_argv(user: User, argv: Sequence[str], *, netns: Netns | None = None,
+                 ambient_caps: Sequence[str] = ()) -> list[str]:
+    """argv that runs `argv` as `user` (and inside `netns`), nothing else kept."""
+    prefix: list[str] = []
+    if netns is not None:
+        prefix = ["ip", "netns", "exec", netns.name]
+    caps = ",".join(f"+{cap.lower().removeprefix('cap_')}" for cap in ambient_caps)
+    setpriv = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups"]
+    if caps:
+        setpriv += [f"--inh-caps={caps}", f"--ambient-caps={caps}"]
+    else:
+        setpriv += ["--inh-caps=-all"]
+    return [*prefix, *setpriv, "--", *argv]
+
+
+def run_argv(user: User, argv: Sequence[str], *, netns: Netns | None = None,
+             ambient_caps: Sequence[str] = (), env: dict[str, str] | None = None,
+             timeout: float = 60, input: str | None = None,
+             cwd: str | None = "/") -> subprocess.CompletedProcess[str]:
+    """Run any program as `user`; output captured as text."""
+    return subprocess.run(
+        as_user_argv(user, argv, netns=netns, ambient_caps=ambient_caps),
+        env=user_env(env), capture_output=True, text=True, timeout=timeout,
+        input=input, cwd=cwd,
+    )
+
+
+def popen_argv(user: User, argv: Sequence[str], *, netns: Netns | None = None,
+               ambient_caps: Sequence[str] = (), env: dict[str, str] | None = None,
+               **kwargs: Any) -> subprocess.Popen[str]:
+    """Start any program as `user` in the background (stdout/stderr piped)."""
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    kwargs.setdefault("cwd", "/")
+    return subprocess.Popen(
+        as_user_argv(user, argv, netns=netns, ambient_caps=ambient_caps),
+        env=user_env(env), text=True, **kwargs,
+    )
+
+
+def run_python(user: User, code: str, *, netns: Netns | None = None,
+               ambient_caps: Sequence[str] = (), env: dict[str, str] | None = None,
+               python: str | None = None, timeout: float = 60,
+               ) -> subprocess.CompletedProcess[str]:
+    """Run Python source `code` as `user` with gprocket importable."""
+    return run_argv(user, [python or VENV_PYTHON, "-c", code], netns=netns,
+                    ambient_caps=ambient_caps, env=env, timeout=timeout)
+
+
+def run_json(user: User, code: str, **kwargs: Any) -> Any:
+    """Run `code` as `user`; it must succeed and print one JSON document last."""
+    proc = run_python(user, code, **kwargs)
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert lines, f"no output\n--- stderr\n{proc.stderr}"
+    return json.loads(lines[-1])
+
+
+@dataclass
+class Netns:
+    """A network namespace made for one test, deleted after it."""
+
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return Path("/run/netns") / self.name
+
+    def exec(self, argv: Sequence[str], *, check: bool = True, timeout: float = 60,
+             **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        kwargs.setdefault("capture_output", True)
+        return subprocess.run(["ip", "netns", "exec", self.name, *argv], check=check,
+                              text=True, timeout=timeout, **kwargs)
+
+    def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        return subprocess.Popen(["ip", "netns", "exec", self.name, *argv], text=True,
+                                **kwargs)
+
+    def sysctl(self, key: str, value: str) -> None:
+        self.exec(["sysctl", "-q", "-w", f"{key}={value}"])
+
+
+@contextlib.contextmanager
+def make_netns(prefix: str = "gpt") -> Iterator[Netns]:
+    ns = Netns(f"{prefix}-{secrets.token_hex(4)}")
+    subprocess.run(["ip", "netns", "add", ns.name], check=True)
+    try:
+        ns.exec(["ip", "link", "set", "lo", "up"])
+        # Deterministic starting point whatever the distribution's defaults:
+        # no ICMP datagram sockets, no unprivileged low ports.
+        ns.sysctl("net.ipv4.ping_group_range", "1 0")
+        ns.sysctl("net.ipv4.ip_unprivileged_port_start", "1024")
+        yield ns
+    finally:
+        # Processes still inside would keep the namespace alive unseen.
+        subprocess.run(["ip", "netns", "pids", ns.name], capture_output=True)
+        pids = subprocess.run(["ip", "netns", "pids", ns.name], capture_output=True,
+                              text=True).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), 9)
+        subprocess.run(["ip", "netns", "del", ns.name], check=False)
+
+
+@contextlib.contextmanager
+def install_helper(mode: str = "caps", policy: str | None = None,
+                   group: str = TEST_GROUP, source: Path | None = None) -> Iterator[Path]:
+    """Install the packaged helper setuid or with file caps in a fresh prefix."""
+    if mode not in ("caps", "setuid"):
+        raise ValueError(f"mode must be 'caps' or 'setuid', not {mode!r}")
+    source = source or packaged_helper()
+    if not source.is_file():
+        raise FileNotFoundError(f"helper not built: {source} (run: make -C helper)")
+    gid = ensure_group(group)
+    INSTALL_ROOT.mkdir(parents=True, exist_ok=True)
+    for directory in (INSTALL_ROOT.parent, INSTALL_ROOT):
+        os.chown(directory, 0, 0)
+        os.chmod(directory, 0o755)
+    prefix = INSTALL_ROOT / secrets.token_hex(6)
+    target_dir = prefix / "libexec" / "gprocket"
+    target_dir.mkdir(parents=True, mode=0o755)
+    for directory in (prefix, prefix / "libexec", target_dir):
+        os.chmod(directory, 0o755)
+    target = target_dir / "gprocket-helper"
+    try:
+        shutil.copyfile(source, target)
+        os.chown(target, 0, gid)
+        if mode == "setuid":
+            os.chmod(target, 0o750 | stat.S_ISUID)
+        else:
+            os.chmod(target, 0o750)
+            subprocess.run(["setcap", file_caps(), str(target)], check=True)
+        if policy is not None:
+            policy_file = target_dir / "policy"
+            policy_file.write_text(policy)
+            os.chmod(policy_file, 0o644)
+        yield target
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def caps_python(caps: str = "cap_net_bind_service,cap_net_raw+p") -> Iterator[str]:
+    """A copy of the interpreter with file capabilities (permitted only)."""
+    INSTALL_ROOT.mkdir(parents=True, exist_ok=True)
+    prefix = INSTALL_ROOT / secrets.token_hex(6)
+    (prefix / "bin").mkdir(parents=True, mode=0o755)
+    os.chmod(prefix, 0o755)
+    real = Path(os.path.realpath(VENV_PYTHON))
+    copy = prefix / "bin" / "python3"
+    try:
+        shutil.copyfile(real, copy)
+        os.chmod(copy, 0o755)
+        # A copy outside the venv would lose its site-packages: make it a venv.
+        venv_cfg = Path(VENV_PYTHON).parent.parent / "pyvenv.cfg"
+        (prefix / "pyvenv.cfg").write_text(venv_cfg.read_text())
+        site = next((Path(VENV_PYTHON).parent.parent / "lib").glob("python3*/site-packages"))
+        lib = prefix / "lib" / site.parent.name
+        lib.mkdir(parents=True)
+        (lib / "site-packages").symlink_to(site)
+        for path in (prefix / "lib", lib):
+            os.chmod(path, 0o755)
+        subprocess.run(["setcap", caps, str(copy)], check=True)
+        yield str(copy)
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+def open_fds(pid: int) -> list[str]:
+    """What each descriptor of `pid` points at (readlink of /proc/PID/fd/*)."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    result = []
+    for entry in sorted(fd_dir.iterdir(), key=lambda p: int(p.name)):
+        with contextlib.suppress(FileNotFoundError):
+            result.append(f"{entry.name} -> {os.readlink(entry)}")
+    return result
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of `pid`, from /proc."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(x) for x in path.read_text().split()]
+    except FileNotFoundError:
+        return []

@@ -143,7 +143,10 @@ class FdIO:
     watches a closed (or reused) number.
     """
 
-    __slots__ = ("_fd", "_hub", "_own", "_read_watcher", "_write_watcher", "__weakref__")
+    __slots__ = ("__weakref__", "_fd", "_hub", "_own", "_read_watcher", "_write_watcher")
+
+    # Once closed, _fd is -1: a system call on it fails with EBADF by itself,
+    # so the hot paths need no separate "is it closed" test.
 
     def __init__(self, fd: int, *, own: bool = True) -> None:
         if not isinstance(fd, int) or isinstance(fd, bool):
@@ -192,7 +195,6 @@ class FdIO:
         Raises TimeoutError, or OSError with the kernel's errno (EBADF once closed).
         """
         while True:
-            self._check_open()
             try:
                 return os.read(self._fd, n)
             except BlockingIOError:
@@ -205,7 +207,6 @@ class FdIO:
     def readv(self, buffers: Sequence[bytearray | memoryview], timeout: float | None = None) -> int:
         """One scattering read into *buffers*; returns the byte count."""
         while True:
-            self._check_open()
             try:
                 return os.readv(self._fd, buffers)
             except BlockingIOError:
@@ -214,7 +215,6 @@ class FdIO:
     def write(self, data: _Buffer, timeout: float | None = None) -> int:
         """One write of *data* (one packet on a packet device); returns the byte count."""
         while True:
-            self._check_open()
             try:
                 return os.write(self._fd, data)
             except BlockingIOError:
@@ -223,7 +223,6 @@ class FdIO:
     def writev(self, buffers: Sequence[_Buffer], timeout: float | None = None) -> int:
         """One gathering write of *buffers*; returns the byte count."""
         while True:
-            self._check_open()
             try:
                 return os.writev(self._fd, buffers)
             except BlockingIOError:

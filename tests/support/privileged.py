@@ -129,7 +129,7 @@ def run_argv(user: User, argv: Sequence[str], *, netns: Netns | None = None,
     return subprocess.run(
         as_user_argv(user, argv, netns=netns, ambient_caps=ambient_caps),
         env=user_env(env), capture_output=True, text=True, timeout=timeout,
-        input=input, cwd=cwd,
+        input=input, cwd=cwd, check=False,
     )
 
 
@@ -204,9 +204,8 @@ def make_netns(prefix: str = "gpt") -> Iterator[Netns]:
         yield ns
     finally:
         # Processes still inside would keep the namespace alive unseen.
-        subprocess.run(["ip", "netns", "pids", ns.name], capture_output=True)
         pids = subprocess.run(["ip", "netns", "pids", ns.name], capture_output=True,
-                              text=True).stdout.split()
+                              text=True, check=False).stdout.split()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), 9)

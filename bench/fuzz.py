@@ -1,0 +1,110 @@
+"""Fuzz the helper's request and policy parsers longer than CI does.
+
+Builds the libFuzzer harnesses (`make -C helper fuzz`, clang with ASan+UBSan), runs
+each on a scratch copy of its seed corpus, and prints executions, executions per
+second, corpus growth and crashes. The anchor is an empty harness built with the same
+flags: its rate is libFuzzer's own ceiling on this machine, so "ratio" says what
+fraction of that ceiling the parser leaves.
+
+    PYTHONPATH=/work/main /opt/gprocket/venv/bin/python bench/fuzz.py [--seconds N]
+
+Exit status 1 if any harness crashed (the reproducer is kept and named).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HELPER = REPO / "helper"
+NOOP = "#include <stddef.h>\n#include <stdint.h>\n" \
+       "int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }\n"
+SANITIZE = ["-O1", "-g", "-fno-omit-frame-pointer",
+            "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One harness's result."""
+
+    name: str
+    executions: int
+    seconds: float
+    corpus_before: int
+    corpus_after: int
+    crashes: tuple[str, ...]
+
+    @property
+    def per_second(self) -> float:
+        return self.executions / self.seconds if self.seconds else 0.0
+
+
+def build_noop(workdir: Path) -> Path:
+    source = workdir / "noop.c"
+    source.write_text(NOOP)
+    binary = workdir / "fuzz_noop"
+    subprocess.run(["clang", *SANITIZE, "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+def run(name: str, binary: Path, seeds: Path | None, seconds: int, workdir: Path) -> Run:
+    corpus = workdir / f"corpus-{name}"
+    if seeds is not None:
+        shutil.copytree(seeds, corpus)
+    else:
+        corpus.mkdir()
+    before = len(list(corpus.iterdir()))
+    artifacts = workdir / f"artifacts-{name}"
+    artifacts.mkdir()
+    proc = subprocess.run(
+        [str(binary), f"-max_total_time={seconds}", "-max_len=1024", "-print_final_stats=1",
+         f"-artifact_prefix={artifacts}/", str(corpus)],
+        capture_output=True, text=True, timeout=seconds + 120, check=False)
+    executed = re.search(r"stat::number_of_executed_units:\s*(\d+)", proc.stderr)
+    done = re.search(r"Done \d+ runs in (\d+) second", proc.stderr)
+    crashes = tuple(str(p) for p in sorted(artifacts.iterdir()))
+    if proc.returncode != 0 and not crashes:
+        crashes = (f"exit {proc.returncode}: {proc.stderr[-500:]}",)
+    if crashes:
+        keep = REPO / "helper" / "build" / f"crashes-{name}"
+        keep.mkdir(parents=True, exist_ok=True)
+        for path in artifacts.iterdir():
+            shutil.copy(path, keep / path.name)
+    return Run(name, int(executed[1]) if executed else 0,
+               float(done[1]) if done else float(seconds), before,
+               len(list(corpus.iterdir())), crashes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=45,
+                        help="per parser harness (the anchor gets a quarter)")
+    args = parser.parse_args(argv)
+    subprocess.run(["make", "-s", "-C", str(HELPER), "fuzz"], check=True)
+    with tempfile.TemporaryDirectory(prefix="gprocket-fuzz-") as tmp:
+        workdir = Path(tmp)
+        anchor = run("noop", build_noop(workdir), None, max(5, args.seconds // 4), workdir)
+        runs = [run(name, HELPER / "build" / f"fuzz_{name}",
+                    HELPER / "fuzz" / "corpus" / name, args.seconds, workdir)
+                for name in ("request", "policy")]
+    print(f"{'harness':<10} {'executions':>12} {'exec/s':>10} {'ratio':>7} "
+          f"{'corpus':>13} {'crashes':>8}")
+    for r in [anchor, *runs]:
+        ratio = r.per_second / anchor.per_second if anchor.per_second else 0.0
+        print(f"{r.name:<10} {r.executions:>12,} {r.per_second:>10,.0f} {ratio:>7.3f} "
+              f"{r.corpus_before:>5} -> {r.corpus_after:<5} {len(r.crashes):>8}")
+    crashed = [c for r in runs for c in r.crashes]
+    for crash in crashed:
+        print(f"CRASH: {crash}", file=sys.stderr)
+    return 1 if crashed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Packets per second through a Python ICMP echo responder on a TUN device.
+
+The system's ``ping -f -l PRELOAD`` floods an address routed into the device
+(inside a namespace made for the run) and counts the replies; the responder
+is, in turn:
+
+  blocking        anchor: a plain Python loop, blocking os.read/os.write on the
+                  descriptor, no gevent (what one writes without gprocket)
+  gprocket        TunTapDevice.read/write in a greenlet, beside a ticker
+                  greenlet that must keep running
+  gprocket-batch  TunTapDevice.read_batch/write_batch, same ticker
+
+Every responder uses the same echo_reply() from examples/tun_echo.py, so the
+figures differ only by the I/O path. Needs root (it creates the namespace and
+runs ping -f). The variants run interleaved for several rounds (the flood and
+the responder share the CPUs, so single runs vary); the median of each is
+printed with its ratio to the blocking anchor, all from one run.
+
+    PYTHONPATH=. python bench/tun.py [--count 30000] [--preload 32] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import re
+import secrets
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+from tun_echo import echo_reply  # noqa: E402
+
+VARIANTS = ("blocking", "gprocket", "gprocket-batch")
+TARGET = "10.9.0.2"
+
+
+def serve_blocking(count: int) -> dict[str, float]:
+    """The anchor: the tutorial loop, blocking reads and writes."""
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH22x", b"gptb0", 0x0001 | 0x1000))
+    for argv in (["ip", "addr", "add", "10.9.0.1/24", "dev", "gptb0"],
+                 ["ip", "link", "set", "gptb0", "up"]):
+        subprocess.run(argv, check=True)
+    print(json.dumps({"ready": "gptb0"}), flush=True)
+    replies = 0
+    start = 0.0
+    while replies < count:
+        reply = echo_reply(os.read(fd, 2048))
+        if reply is not None:
+            if not replies:
+                start = time.perf_counter()
+            os.write(fd, reply)
+            replies += 1
+    elapsed = time.perf_counter() - start
+    os.close(fd)
+    return {"replies": replies, "elapsed": elapsed, "ticks": 0}
+
+
+def serve_gprocket(count: int, batch: bool) -> dict[str, float]:
+    import gevent
+
+    from gprocket import tuntap
+
+    device = tuntap.open("gptb0", up=True, address="10.9.0.1/24", strategies="plain")
+    ticks = [0]
+
+    def ticker() -> None:
+        while True:
+            ticks[0] += 1
+            gevent.sleep(0.001)
+
+    gevent.spawn(ticker)
+    print(json.dumps({"ready": device.name}), flush=True)
+    replies = 0
+    start = 0.0
+    while replies < count:
+        packets = device.read_batch(64) if batch else [device.read()]
+        out = [r for r in map(echo_reply, packets) if r is not None]
+        if out and not replies:
+            start = time.perf_counter()
+        if batch:
+            device.write_batch(out)
+        else:
+            for reply in out:
+                device.write(reply)
+        replies += len(out)
+    elapsed = time.perf_counter() - start
+    device.close()
+    return {"replies": replies, "elapsed": elapsed, "ticks": ticks[0]}
+
+
+def serve(variant: str, count: int) -> int:
+    if variant == "blocking":
+        result = serve_blocking(count)
+    else:
+        result = serve_gprocket(count, batch=variant == "gprocket-batch")
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def flood(namespace: str, variant: str, count: int, preload: int) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", namespace, sys.executable, __file__, "--serve", variant,
+         "--count", str(count)],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert server.stdout is not None
+        if not server.stdout.readline():
+            raise SystemExit(f"{variant}: the responder did not start")
+        ping = subprocess.run(
+            ["ip", "netns", "exec", namespace, "ping", "-q", "-n", "-f", "-l", str(preload),
+             "-c", str(count), "-w", "60", TARGET],
+            capture_output=True, text=True, check=False,
+        )
+        out, _ = server.communicate(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    match = re.search(r"(\d+) received.*time (\d+)ms", ping.stdout)
+    if match is None:
+        raise SystemExit(f"{variant}: unexpected ping output:\n{ping.stdout}{ping.stderr}")
+    received, ping_ms = int(match.group(1)), int(match.group(2))
+    result = json.loads(out.splitlines()[-1])
+    return {"pps": result["replies"] / result["elapsed"], "ping_pps": received / (ping_ms / 1000),
+            "received": received, "ticks": result["ticks"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=30000, help="echo requests per run")
+    parser.add_argument("--rounds", type=int, default=5, help="runs of each variant")
+    parser.add_argument("--preload", type=int, default=32, help="ping -l: requests in flight")
+    parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        return serve(args.serve, args.count)
+    if os.geteuid() != 0:
+        print("bench/tun.py needs root (namespace, ping -f)", file=sys.stderr)
+        return 2
+    namespace = f"gpt-bench-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    try:
+        runs: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+        for _ in range(args.rounds):
+            for variant in VARIANTS:
+                runs[variant].append(flood(namespace, variant, args.count, args.preload))
+    finally:
+        subprocess.run(["ip", "netns", "del", namespace], check=False)
+    results = {v: {key: statistics.median(r[key] for r in rs) for key in rs[0]}
+               for v, rs in runs.items()}
+    anchor = results["blocking"]
+    print(f"TUN echo responder, {args.count} ICMP echo requests x {args.rounds} rounds "
+          f"(median), ping -f -l {args.preload}")
+    print(f"{'responder':<16}{'pps (responder)':>16}{'ratio':>8}{'pps (ping)':>12}{'ratio':>8}"
+          f"{'ticks':>8}")
+    for variant, r in results.items():
+        print(f"{variant:<16}{r['pps']:>16.0f}{r['pps'] / anchor['pps']:>8.2f}"
+              f"{r['ping_pps']:>12.0f}{r['ping_pps'] / anchor['ping_pps']:>8.2f}"
+              f"{r['ticks']:>8.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

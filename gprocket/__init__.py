@@ -1,0 +1,55 @@
+"""gprocket: exactly the privileged socket or device an unprivileged gevent program needs.
+
+The core (``open``, ``open_fd``, ``acquire`` and the request and error types) is
+imported eagerly; the larger subsystems are submodules imported on first use,
+so ``import gprocket`` stays cheap: ``gprocket.icmp``, ``gprocket.tuntap``,
+``gprocket.servers``, ``gprocket.monkey``, ``gprocket.lowlevel``,
+``gprocket.interfaces``, ``gprocket.bpf``, ``gprocket.ring``, ``gprocket.pcap``,
+``gprocket.rawsock``.
+"""
+
+import importlib
+from types import ModuleType
+
+from ._api import Acquired, acquire, drop_effective, open, open_fd
+from ._errors import Attempt, GprocketError, HelperError, PolicyDenied, PrivilegeError
+from ._socket import Socket
+from ._spec import DeviceRequest, SocketRequest, TunRequest
+
+_SUBMODULES = frozenset({
+    "bpf", "icmp", "interfaces", "lowlevel", "monkey", "pcap", "rawsock", "ring",
+    "servers", "tuntap",
+})
+
+__all__ = [
+    "Acquired",
+    "Attempt",
+    "DeviceRequest",
+    "GprocketError",
+    "HelperError",
+    "PolicyDenied",
+    "PrivilegeError",
+    "Socket",
+    "SocketRequest",
+    "TunRequest",
+    "acquire",
+    "bpf",
+    "drop_effective",
+    "icmp",
+    "interfaces",
+    "lowlevel",
+    "monkey",
+    "open",
+    "open_fd",
+    "pcap",
+    "rawsock",
+    "ring",
+    "servers",
+    "tuntap",
+]
+
+
+def __getattr__(name: str) -> ModuleType:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

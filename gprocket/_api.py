@@ -1,0 +1,127 @@
+"""The public entry points: ``open``, ``open_fd``, ``acquire``."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ._caps import drop_effective
+from ._errors import Attempt
+from ._ladder import StrategySpec, run
+from ._socket import Socket
+from ._spec import DeviceRequest, Request, SocketRequest, TunRequest
+
+__all__ = ["Acquired", "acquire", "drop_effective", "open", "open_fd"]
+
+Strategies = str | Sequence[StrategySpec] | None
+HelperPath = str | os.PathLike[str] | None
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """A descriptor from the ladder: which rung served it, and what failed first."""
+
+    fd: int
+    rung: str
+    attempts: tuple[Attempt, ...]
+
+
+def acquire(
+    request: Request, *, strategies: Strategies = None, helper: HelperPath = None
+) -> Acquired:
+    """Walk the privilege ladder for ``request`` and return the descriptor.
+
+    The descriptor is close-on-exec and owned by the caller. Raises
+    PrivilegeError (every rung failed: ``.attempts`` and ``.fix`` say why),
+    OSError with the kernel's errno for an error no rung would change
+    (EADDRINUSE, EADDRNOTAVAIL, ENODEV, ...), HelperError when the helper
+    misbehaved, ValueError for an unknown strategy name.
+    """
+    if not isinstance(request, (SocketRequest, TunRequest, DeviceRequest)):
+        raise TypeError(
+            "request must be a SocketRequest, TunRequest or DeviceRequest, "
+            f"not {type(request).__name__}"
+        )
+    fd, rung, attempts = run(request, strategies, helper)
+    return Acquired(fd, rung, attempts)
+
+
+def open_fd(
+    port: int = 0,
+    *,
+    protocol: str | int | None = None,
+    type: str | int | None = None,
+    family: str | int | None = None,
+    ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
+    scope_id: int = 0,
+    interface: str | None = None,
+    backlog: int | None = None,
+    namespace: str | None = None,
+    reuseaddr: bool | None = None,
+    reuseport: bool = False,
+    strategies: Strategies = None,
+    helper: HelperPath = None,
+) -> int:
+    """A bound (and for stream sockets, listening) socket descriptor: procket's open/2.
+
+    Every option is validated first (ValueError/TypeError), then the ladder
+    runs as for ``acquire``, raising what it raises.
+    """
+    request = SocketRequest(
+        port,
+        family=family,
+        type=type,
+        protocol=protocol,
+        ip=ip,
+        scope_id=scope_id,
+        interface=interface,
+        backlog=backlog,
+        namespace=namespace,
+        reuseaddr=reuseaddr,
+        reuseport=reuseport,
+    )
+    return acquire(request, strategies=strategies, helper=helper).fd
+
+
+def open(
+    port: int = 0,
+    *,
+    protocol: str | int | None = None,
+    type: str | int | None = None,
+    family: str | int | None = None,
+    ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
+    scope_id: int = 0,
+    interface: str | None = None,
+    backlog: int | None = None,
+    namespace: str | None = None,
+    reuseaddr: bool | None = None,
+    reuseport: bool = False,
+    strategies: Strategies = None,
+    helper: HelperPath = None,
+) -> Socket:
+    """A cooperative gevent socket for the request; ``.rung`` says who opened it.
+
+    Validation and errors as for ``open_fd``. ``family="unspec"`` gives a
+    dual-stack IPv6 socket bound to ``::``.
+    """
+    request = SocketRequest(
+        port,
+        family=family,
+        type=type,
+        protocol=protocol,
+        ip=ip,
+        scope_id=scope_id,
+        interface=interface,
+        backlog=backlog,
+        namespace=namespace,
+        reuseaddr=reuseaddr,
+        reuseport=reuseport,
+    )
+    got = acquire(request, strategies=strategies, helper=helper)
+    try:
+        return Socket(fileno=got.fd, rung=got.rung)
+    except BaseException:
+        os.close(got.fd)
+        raise

@@ -1,0 +1,214 @@
+"""Receive the helper's reply and its descriptor, and check the descriptor.
+
+A reply arrives as one SEQPACKET message with at most one SCM_RIGHTS
+descriptor. Received descriptors are close-on-exec from the first instant
+(MSG_CMSG_CLOEXEC); truncated data or control data is an error; descriptors
+beyond the first are closed. The descriptor kept is checked against the
+request (family, type, protocol, bound address; a TUN descriptor must be the
+character device 10:200 attached to the named interface) before anyone sees
+it: trust the descriptor, not the peer.
+"""
+
+from __future__ import annotations
+
+import array
+import functools
+import os
+import socket
+import stat
+import sys
+
+import gevent.socket
+
+from ._errors import HelperError
+from ._kernel import tun_name
+from ._spec import DeviceRequest, Request, SocketRequest, TunRequest
+from ._wire import REPLY_SIZE, Reply, decode_reply
+
+__all__ = ["close_fds", "receive", "verify"]
+
+# Room for more descriptors than the protocol allows, so extras are seen and closed.
+_MAX_FDS = 16
+_ANCBUF = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
+MSG_CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0x40000000)
+# Plain ints: the socket module's flag enums cost a Python call per test.
+_MSG_TRUNC = int(socket.MSG_TRUNC)
+_MSG_CTRUNC = int(socket.MSG_CTRUNC)
+_SOL_SOCKET = int(socket.SOL_SOCKET)
+_SCM_RIGHTS = int(socket.SCM_RIGHTS)
+_INT_SIZE = array.array("i").itemsize
+
+
+def close_fds(fds: list[int]) -> None:
+    """Close every descriptor in ``fds``."""
+    for fd in fds:
+        os.close(fd)
+
+
+def receive(channel: gevent.socket.socket) -> tuple[Reply, int | None] | None:
+    """One reply and its descriptor (if any) from ``channel``; None at end of file.
+
+    Waits cooperatively (the channel's own timeout applies). Raises
+    HelperError for a malformed, truncated or over-furnished message, having
+    closed every descriptor it carried.
+    """
+    data, ancdata, flags, _ = channel.recvmsg(REPLY_SIZE + 1, _ANCBUF, MSG_CMSG_CLOEXEC)
+    if len(ancdata) == 1 and not flags & (_MSG_TRUNC | _MSG_CTRUNC) and len(data) == REPLY_SIZE:
+        # The common case, kept short: one reply carrying one descriptor.
+        level, kind, payload = ancdata[0]
+        if level == _SOL_SOCKET and kind == _SCM_RIGHTS and len(payload) == _INT_SIZE:
+            fd = int.from_bytes(payload, sys.byteorder, signed=True)
+            try:
+                reply = decode_reply(data)
+                if not reply.ok:
+                    raise HelperError(
+                        f"the helper's error reply (id {reply.id}) carried a descriptor"
+                    )
+            except BaseException:
+                os.close(fd)
+                raise
+            return reply, fd
+    fds: list[int] = []
+    foreign = []
+    for level, kind, payload in ancdata:
+        if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
+            ints = array.array("i")
+            ints.frombytes(payload[: len(payload) - len(payload) % ints.itemsize])
+            fds.extend(ints)
+        else:
+            foreign.append((level, kind))
+    try:
+        if not data and not ancdata:
+            return None
+        if flags & _MSG_CTRUNC:
+            raise HelperError("the helper's reply had truncated control data (MSG_CTRUNC)")
+        if flags & _MSG_TRUNC or len(data) != REPLY_SIZE:
+            raise HelperError(f"the helper's reply is {len(data)} bytes, expected {REPLY_SIZE}")
+        if foreign:
+            raise HelperError(f"the helper's reply carried unexpected control messages {foreign}")
+        reply = decode_reply(data)
+        if not reply.ok and fds:
+            raise HelperError(f"the helper's error reply (id {reply.id}) carried a descriptor")
+    except BaseException:
+        close_fds(fds)
+        raise
+    # The protocol allows one descriptor: any other is closed unseen.
+    close_fds(fds[1:])
+    return reply, (fds[0] if fds else None)
+
+
+def verify(fd: int | None, request: Request, reply: Reply) -> int:
+    """Check that ``fd`` is what ``request`` asked for and return it.
+
+    Raises HelperError (the descriptor closed) when it is missing or differs.
+    """
+    if fd is None:
+        raise HelperError(f"the helper's reply (id {reply.id}) carried no descriptor")
+    try:
+        _verify(fd, request, reply)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _verify(fd: int, request: Request, reply: Reply) -> None:
+    if isinstance(request, SocketRequest):
+        _verify_socket(fd, request)
+    elif isinstance(request, TunRequest):
+        _verify_tun(fd, request, reply)
+    elif isinstance(request, DeviceRequest):
+        _verify_device(fd, request)
+    if os.get_inheritable(fd):
+        raise HelperError("the received descriptor is not close-on-exec")
+
+
+def _mismatch(what: str, got: object, wanted: object) -> HelperError:
+    return HelperError(
+        f"the helper returned a descriptor with {what} {got!r}, requested {wanted!r}"
+    )
+
+
+def _verify_socket(fd: int, request: SocketRequest) -> None:
+    # Explicit family/type/proto: no autodetection, the checks below read them.
+    try:
+        sock = socket.socket(request.family, request.type, request.protocol, fileno=fd)
+    except OSError as err:
+        raise HelperError(f"the helper returned an unusable descriptor: {err}") from err
+    try:
+        _check_socket(sock, request)
+    except OSError as err:
+        raise HelperError(f"the helper returned an unusable descriptor: {err}") from err
+    finally:
+        sock.detach()
+
+
+@functools.lru_cache(maxsize=512)
+def _bind_address(request: SocketRequest) -> bytes | None:
+    """The bound address the socket must report, packed (None: not bound)."""
+    if not request.needs_bind:
+        return None
+    return socket.inet_pton(request.family, request.bind_ip)
+
+
+def _check_socket(sock: socket.socket, request: SocketRequest) -> None:
+    domain = sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
+    kind = sock.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+    if domain != request.family:
+        raise _mismatch("family", domain, request.family)
+    if kind != request.type:
+        raise _mismatch("type", kind, request.type)
+    if request.family == socket.AF_PACKET:
+        # SO_PROTOCOL reads 0 on packet sockets: the bound ethertype
+        # (sll_protocol, which Python turns to host order) is the check.
+        ifname, ethertype = sock.getsockname()[:2]
+        if ethertype != request.protocol:
+            raise _mismatch("ethertype", ethertype, request.protocol)
+        if (ifname or None) != request.interface:
+            raise _mismatch("interface", ifname, request.interface)
+        return
+    proto = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
+    if proto != request.protocol:
+        raise _mismatch("protocol", proto, request.protocol)
+    expected = _bind_address(request)
+    if expected is not None:
+        name = sock.getsockname()
+        if request.port and request.type != socket.SOCK_RAW and name[1] != request.port:
+            raise _mismatch("port", name[1], request.port)
+        if socket.inet_pton(request.family, name[0]) != expected:
+            raise _mismatch("address", name[0], request.bind_ip)
+    if request.family == socket.AF_INET6 and request.type != socket.SOCK_RAW:
+        v6only = sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+        if bool(v6only) == request.dualstack:
+            raise _mismatch("IPV6_V6ONLY", v6only, int(not request.dualstack))
+    if request.interface:
+        bound = sock.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16).split(b"\0", 1)[0]
+        if bound.decode() != request.interface:
+            raise _mismatch("SO_BINDTODEVICE", bound.decode(), request.interface)
+    if request.backlog and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        raise HelperError("the helper returned a stream socket that is not listening")
+
+
+def _verify_tun(fd: int, request: TunRequest, reply: Reply) -> None:
+    info = os.fstat(fd)
+    if not stat.S_ISCHR(info.st_mode) or (os.major(info.st_rdev), os.minor(info.st_rdev)) != (
+        10,
+        200,
+    ):
+        raise HelperError("the helper returned a descriptor that is not /dev/net/tun (10:200)")
+    try:
+        name = tun_name(fd)
+    except OSError as err:
+        raise HelperError(f"the returned TUN descriptor is not attached: {err}") from err
+    if name != reply.ifname or (request.name is not None and name != request.name):
+        raise _mismatch("interface", name, request.name or reply.ifname)
+
+
+def _verify_device(fd: int, request: DeviceRequest) -> None:
+    info = os.fstat(fd)
+    try:
+        expected = os.stat(request.path).st_rdev
+    except OSError as err:
+        raise HelperError(f"cannot check the device {request.path}: {err}") from err
+    if not stat.S_ISCHR(info.st_mode) or info.st_rdev != expected:
+        raise HelperError(f"the helper returned a descriptor that is not {request.path}")

@@ -1,0 +1,204 @@
+"""Find the helper, decide whether it can work for us, and ask it once.
+
+The helper is looked for at, in order: the ``helper=`` argument, the
+GPROCKET_HELPER environment variable, /usr/local/libexec/gprocket/ then
+/usr/libexec/gprocket/. It can only lift privilege when it is setuid root
+or carries file capabilities (or when we are root already); otherwise the
+rung is unavailable with the reason and the fix.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import grp
+import os
+import shutil
+import stat
+from pathlib import Path
+
+from ._errors import HelperError, PolicyDenied, RungRefused, RungUnavailable
+from ._fdpass import receive, verify
+from ._spawn import Child, spawn
+from ._spec import Request
+from ._wire import Reply, Stage, encode_request
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "INSTALL_FIX",
+    "SEARCH_PATH",
+    "check_runnable",
+    "locate",
+    "one_shot",
+    "raise_for_reply",
+    "sudo_path",
+]
+
+SEARCH_PATH = (
+    "/usr/local/libexec/gprocket/gprocket-helper",
+    "/usr/libexec/gprocket/gprocket-helper",
+)
+PACKAGED = Path(__file__).resolve().parent / "_bin" / "gprocket-helper"
+INSTALL_FIX = "install the helper with: capsetup install"
+DEFAULT_TIMEOUT = 10.0
+_SUDO_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+
+
+def locate(helper: str | os.PathLike[str] | None = None) -> str:
+    """The helper's path; raises RungUnavailable naming every place looked at."""
+    if helper is not None:
+        return os.fspath(helper)
+    env = os.environ.get("GPROCKET_HELPER")
+    if env:
+        return env
+    for candidate in SEARCH_PATH:
+        if os.path.lexists(candidate):
+            return candidate
+    raise RungUnavailable(f"no helper installed (looked at {', '.join(SEARCH_PATH)})", INSTALL_FIX)
+
+
+def _no_new_privs() -> bool:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("NoNewPrivs:"):
+                return line.split()[1] == "1"
+    return False
+
+
+def check_runnable(path: str) -> str:
+    """How the helper at ``path`` gets its privilege: "root", "setuid" or "caps".
+
+    Raises RungUnavailable with the reason and the fix when it cannot run
+    for this process or could not lift any privilege.
+    """
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        raise RungUnavailable(f"no helper at {path}: {err.strerror}", INSTALL_FIX) from err
+    if not stat.S_ISREG(info.st_mode):
+        raise RungUnavailable(f"{path} is not a regular file", INSTALL_FIX)
+    if not os.access(path, os.X_OK):
+        try:
+            group = grp.getgrgid(info.st_gid).gr_name
+        except KeyError:
+            group = str(info.st_gid)
+        mode = stat.S_IMODE(info.st_mode)
+        owner = "root" if info.st_uid == 0 else str(info.st_uid)
+        if mode & stat.S_IXGRP and not mode & stat.S_IXOTH:
+            fix = f"join group {group}: the helper is {owner}:{group} {mode:04o}"
+        else:
+            fix = f"make the helper executable: it is {owner}:{group} {mode:04o}"
+        raise RungUnavailable(f"the helper {path} is not executable by this user", fix)
+    if os.geteuid() == 0:
+        return "root"
+    if _no_new_privs():
+        raise RungUnavailable(
+            "this process has no_new_privs set, so no helper can gain privilege",
+            "start the program without NoNewPrivileges= (or give it capabilities)",
+        )
+    if info.st_mode & stat.S_ISUID and info.st_uid == 0:
+        return "setuid"
+    try:
+        os.getxattr(path, "security.capability")
+    except OSError:
+        raise RungUnavailable(
+            f"the helper {path} is neither setuid root nor carries file capabilities", INSTALL_FIX
+        ) from None
+    return "caps"
+
+
+def sudo_path() -> str:
+    """The sudo program; raises RungUnavailable when it is not installed."""
+    found = shutil.which("sudo", path=_SUDO_ENV["PATH"])
+    if found is None:
+        raise RungUnavailable("sudo is not installed", INSTALL_FIX)
+    return found
+
+
+def raise_for_reply(reply: Reply, request: Request) -> None:
+    """Turn an error reply into the exception that says whose fault it is.
+
+    PolicyDenied for the policy stage; HelperError when the helper could not
+    parse what we sent (a version mismatch, a bug) or failed internally;
+    otherwise the kernel's refusal as OSError with its errno.
+    """
+    if reply.ok:
+        return
+    detail = f": {reply.detail}" if reply.detail else ""
+    if reply.stage == Stage.POLICY:
+        raise PolicyDenied(reply.error, reply.detail or reply.error_name)
+    if reply.stage in (Stage.PARSE, Stage.INTERNAL):
+        raise HelperError(
+            f"the helper failed at stage {reply.stage.name.lower()} with {reply.error_name}{detail}"
+        )
+    raise OSError(
+        reply.error,
+        f"helper: cannot {reply.stage.name.lower()} {request.describe()}: "
+        f"{os.strerror(reply.error)}{detail}",
+    )
+
+
+def _no_reply(child: Child, timeout: float) -> HelperError:
+    try:
+        status = child.wait(timeout)
+    except TimeoutError:
+        status = None
+    said = child.stderr_text()
+    return HelperError(
+        f"{child.argv[0]} exited with status {status} without replying"
+        + (f": {said}" if said else "")
+    )
+
+
+def one_shot(
+    path: str, request: Request, *, sudo: bool = False, timeout: float = DEFAULT_TIMEOUT
+) -> int:
+    """Start the helper once (through ``sudo -n`` if asked), get one descriptor.
+
+    Never blocks the gevent hub and never waits longer than ``timeout``
+    for any step. Raises PolicyDenied, OSError (kernel refusal), HelperError
+    (the helper misbehaved or timed out) or RungRefused (sudo said no); no
+    process or descriptor is left behind on any path.
+    """
+    argv = [sudo_path(), "-n", path] if sudo else [path]
+    try:
+        child = spawn(argv, _SUDO_ENV if sudo else None)
+    except OSError as err:
+        raise RungUnavailable(f"cannot start {argv[0]}: {err.strerror}", INSTALL_FIX) from err
+    fd: int | None = None
+    try:
+        child.channel.settimeout(timeout)
+        try:
+            child.channel.sendall(encode_request(request, 1))
+            got = receive(child.channel)
+        except TimeoutError:
+            raise HelperError(f"the helper did not answer within {timeout} s") from None
+        except (BrokenPipeError, ConnectionResetError):
+            got = None
+        if got is None:
+            failure = _no_reply(child, timeout)
+            if sudo:
+                raise RungRefused(
+                    f"sudo -n {path} refused: {failure}",
+                    _errno.EPERM,
+                    "allow the helper in sudoers: capsetup sudoers",
+                )
+            raise failure
+        reply, fd = got
+        if reply.id != 1:
+            raise HelperError(f"the helper answered request id {reply.id}, expected 1")
+        raise_for_reply(reply, request)
+        checked = verify(fd, request, reply)
+        fd = None
+        # The helper holds its copy of the descriptor (a bound port) until it
+        # exits: wait for that, so closing ours really releases the port.
+        child.channel.close()
+        try:
+            child.wait(timeout)
+        except BaseException:
+            os.close(checked)
+            raise
+        return checked
+    finally:
+        if fd is not None:
+            os.close(fd)
+        child.close()

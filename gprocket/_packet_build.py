@@ -1,0 +1,178 @@
+"""cffi API-mode build of the packet layer's hot loops (``gprocket._packet_speed``).
+
+setup.py builds every ``gprocket/_*_build.py`` that defines ``ffibuilder``.
+In a development tree, build in place with::
+
+    /opt/gprocket/venv/bin/python -m gprocket._packet_build
+
+Without the compiled module the packet layer falls back to pure Python
+(same results, slower).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import cffi
+
+CDEF = """
+int gpk_walk_block(const uint8_t *block, uint32_t *start, uint32_t *end, uint32_t *meta,
+                   int max);
+long gpk_block_to_pcap(const uint8_t *block, uint8_t *dst, size_t cap, uint32_t snaplen,
+                       int nsec, uint32_t *count, uint64_t *bytes);
+int gpk_send_batch(int fd, const uint8_t *buf, const uint32_t *lens, int n);
+int gpk_tx_fill(uint8_t *ring, uint32_t frame_size, uint32_t frame_nr, uint32_t *cursor,
+                const uint8_t *buf, const uint32_t *lens, int n);
+"""
+
+SOURCE = r"""
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <arpa/inet.h>
+#include <linux/if_packet.h>
+
+/* One TPACKET_V3 block -> per frame: start and end of the captured data
+   (offsets from the block start), and 5 meta words: wire length, seconds,
+   nanoseconds, ifindex, ethertype << 16 | packet type (from the sockaddr_ll
+   the kernel puts after the header). Separate arrays let Python unpack only what it uses. */
+int gpk_walk_block(const uint8_t *block, uint32_t *start, uint32_t *end, uint32_t *meta,
+                   int max)
+{
+    const struct tpacket_block_desc *bd = (const struct tpacket_block_desc *)block;
+    uint32_t n = bd->hdr.bh1.num_pkts;
+    uint32_t off = bd->hdr.bh1.offset_to_first_pkt;
+    uint32_t blen = bd->hdr.bh1.blk_len;
+    int i;
+    for (i = 0; i < (int)n && i < max; i++) {
+        const struct tpacket3_hdr *h;
+        if (off == 0 || off + sizeof(*h) > blen)
+            break;
+        h = (const struct tpacket3_hdr *)(block + off);
+        start[i] = off + h->tp_mac;
+        end[i] = off + h->tp_mac + h->tp_snaplen;
+        const struct sockaddr_ll *ll = (const struct sockaddr_ll *)
+            ((const uint8_t *)h + TPACKET_ALIGN(sizeof(*h)));
+        meta[0] = h->tp_len;
+        meta[1] = h->tp_sec;
+        meta[2] = h->tp_nsec;
+        meta[3] = (uint32_t)ll->sll_ifindex;
+        meta[4] = ((uint32_t)ntohs(ll->sll_protocol) << 16) | ll->sll_pkttype;
+        meta += 5;
+        off += h->tp_next_offset;
+    }
+    return i;
+}
+
+struct pcap_rec { uint32_t sec, frac, caplen, len; };
+
+/* One block -> pcap records appended at dst; -1 when dst cannot hold them. */
+long gpk_block_to_pcap(const uint8_t *block, uint8_t *dst, size_t cap, uint32_t snaplen,
+                       int nsec, uint32_t *count, uint64_t *bytes)
+{
+    const struct tpacket_block_desc *bd = (const struct tpacket_block_desc *)block;
+    uint32_t n = bd->hdr.bh1.num_pkts;
+    uint32_t off = bd->hdr.bh1.offset_to_first_pkt;
+    size_t pos = 0;
+    uint32_t i;
+    for (i = 0; i < n; i++) {
+        const struct tpacket3_hdr *h = (const struct tpacket3_hdr *)(block + off);
+        struct pcap_rec r;
+        r.caplen = h->tp_snaplen < snaplen ? h->tp_snaplen : snaplen;
+        if (pos + sizeof(r) + r.caplen > cap)
+            return -1;
+        r.sec = h->tp_sec;
+        r.frac = nsec ? h->tp_nsec : h->tp_nsec / 1000;
+        r.len = h->tp_len;
+        memcpy(dst + pos, &r, sizeof(r));
+        memcpy(dst + pos + sizeof(r), block + off + h->tp_mac, r.caplen);
+        pos += sizeof(r) + r.caplen;
+        *bytes += h->tp_len;
+        off += h->tp_next_offset;
+    }
+    *count += n;
+    return (long)pos;
+}
+
+#define GPK_BATCH 256
+/* Send n frames (concatenated in buf, lengths in lens) with sendmmsg,
+   non-blocking. Returns frames sent, or -errno if none could be. */
+int gpk_send_batch(int fd, const uint8_t *buf, const uint32_t *lens, int n)
+{
+    struct mmsghdr msgs[GPK_BATCH];
+    struct iovec iov[GPK_BATCH];
+    int done = 0;
+    size_t pos = 0;
+    while (done < n) {
+        int chunk = n - done < GPK_BATCH ? n - done : GPK_BATCH;
+        size_t p = pos;
+        int i, sent;
+        memset(msgs, 0, sizeof(msgs[0]) * (size_t)chunk);
+        for (i = 0; i < chunk; i++) {
+            iov[i].iov_base = (void *)(buf + p);
+            iov[i].iov_len = lens[done + i];
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            p += lens[done + i];
+        }
+        sent = sendmmsg(fd, msgs, (unsigned int)chunk, MSG_DONTWAIT);
+        if (sent < 0)
+            return done ? done : -errno;
+        for (i = 0; i < sent; i++)
+            pos += lens[done + i];
+        done += sent;
+        if (sent < chunk)
+            break;
+    }
+    return done;
+}
+
+/* Copy up to n frames into free slots of a TPACKET_V3 TX ring, starting at
+   *cursor, and mark them for sending. Returns how many were queued (0 when
+   the next slot is still owned by the kernel). The data offset is the
+   kernel's default: TPACKET3_HDRLEN - sizeof(struct sockaddr_ll). */
+int gpk_tx_fill(uint8_t *ring, uint32_t frame_size, uint32_t frame_nr, uint32_t *cursor,
+                const uint8_t *buf, const uint32_t *lens, int n)
+{
+    const size_t data_off = TPACKET3_HDRLEN - sizeof(struct sockaddr_ll);
+    uint32_t c = *cursor;
+    size_t pos = 0;
+    int i;
+    for (i = 0; i < n; i++) {
+        struct tpacket3_hdr *h = (struct tpacket3_hdr *)(ring + (size_t)c * frame_size);
+        if (__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) != TP_STATUS_AVAILABLE)
+            break;
+        memcpy((uint8_t *)h + data_off, buf + pos, lens[i]);
+        h->tp_next_offset = 0;
+        h->tp_len = lens[i];
+        h->tp_snaplen = lens[i];
+        __atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
+        pos += lens[i];
+        c = c + 1 == frame_nr ? 0 : c + 1;
+    }
+    *cursor = c;
+    return i;
+}
+"""
+
+ffibuilder = cffi.FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source("gprocket._packet_speed", SOURCE, extra_compile_args=["-O2"])
+
+
+def build_in_place() -> Path:
+    """Compile ``gprocket/_packet_speed*.so`` next to this file; return its path."""
+    here = Path(__file__).resolve().parent
+    with tempfile.TemporaryDirectory() as tmp:
+        built = Path(ffibuilder.compile(tmpdir=tmp, verbose=False))
+        target = here / built.name
+        shutil.copyfile(built, target)
+    return target
+
+
+if __name__ == "__main__":
+    print(build_in_place())

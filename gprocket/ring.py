@@ -1,0 +1,518 @@
+"""Fast packet I/O: a TPACKET_V3 receive ring and batched sending.
+
+:class:`RxRing` maps the kernel's receive ring into this process. The
+kernel fills whole blocks of frames; :meth:`RxRing.next_block` hands one
+:class:`Block` over once the kernel retires it (full, or ``timeout_ms``
+after its first frame). A block's frames are ``memoryview`` slices of the
+ring itself (zero copy): they are valid until the block is released, after
+which the kernel writes new frames over them (copy with ``bytes(frame)`` to
+keep one). Release a block with :meth:`Block.release` or a ``with`` block.
+
+:class:`BatchSender` sends many frames per system call (``sendmmsg``).
+
+Hot loops run in C through cffi (``gprocket._packet_speed``, built by
+setup.py or ``python -m gprocket._packet_build``); without it the same
+work is done in Python.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import importlib
+import mmap
+import os
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import gevent
+from gevent.socket import wait_read, wait_write
+
+from gprocket import lowlevel
+
+# The compiled hot loops, or None (not built): the pure-Python paths below.
+_packet_speed: Any
+try:
+    _packet_speed = importlib.import_module("gprocket._packet_speed")
+except ImportError:
+    _packet_speed = None
+
+__all__ = ["HAVE_SPEEDUPS", "BatchSender", "Block", "RingFrame", "RingStats", "RxRing", "TxRing"]
+
+HAVE_SPEEDUPS = _packet_speed is not None
+TPACKET_V3 = 2
+TP_STATUS_KERNEL = 0
+TP_STATUS_USER = 1
+_BLOCK_HDR = struct.Struct("=III")  # block_status, num_pkts, offset_to_first_pkt (at +8)
+_LL_OFFSET = 48  # TPACKET_ALIGN(sizeof(struct tpacket3_hdr)): the frame's sockaddr_ll
+_LL = struct.Struct("=iHB")  # sockaddr_ll's ifindex, hatype, pkttype
+_FRAME_HDR = struct.Struct("=IIIIIIHH")  # next, sec, nsec, snaplen, len, status, mac, net
+
+
+@dataclass(frozen=True)
+class RingFrame:
+    """One frame with its metadata; ``data`` is a view into the ring."""
+
+    data: memoryview
+    sec: int
+    nsec: int
+    wire_len: int
+    ifindex: int = 0
+    protocol: int = 0
+    pkttype: int = 0
+
+    @property
+    def timestamp(self) -> float:
+        """Kernel receive time, seconds since the epoch."""
+        return self.sec + self.nsec / 1e9
+
+
+@dataclass(frozen=True)
+class RingStats:
+    """Kernel counters since the ring was created."""
+
+    received: int
+    dropped: int
+
+
+class Block:
+    """One retired block: its frames until :meth:`release`."""
+
+    __slots__ = ("_ends", "_meta", "_ring", "_starts", "count", "index", "released", "view")
+
+    def __init__(self, ring: RxRing, index: int, view: memoryview,
+                 frames: tuple[list[int], list[int], Callable[[], list[int]]]) -> None:
+        starts, ends, meta = frames
+        self._ring = ring
+        self.index = index
+        self.view = view
+        self.count = len(starts)
+        self._starts = starts
+        self._ends = ends
+        self._meta = meta
+        self.released = False
+
+    def frames(self) -> list[memoryview]:
+        """The frames as memoryviews into the ring (valid until release)."""
+        view = self.view
+        return [view[s:e] for s, e in zip(self._starts, self._ends, strict=True)]
+
+    def records(self) -> list[RingFrame]:
+        """The frames with timestamps and wire lengths."""
+        m = self._meta()
+        view = self.view
+        return [RingFrame(view[s:e], sec, nsec, wire, ifindex, pp >> 16, pp & 0xFF)
+                for s, e, wire, sec, nsec, ifindex, pp in
+                zip(self._starts, self._ends, m[0::5], m[1::5], m[2::5], m[3::5], m[4::5],
+                    strict=True)]
+
+    def wire_bytes(self) -> int:
+        """Sum of the frames' lengths on the wire."""
+        return sum(self._meta()[0::5])
+
+    def __iter__(self) -> Iterator[memoryview]:
+        return iter(self.frames())
+
+    def __len__(self) -> int:
+        return self.count
+
+    def pcap_records(self, snaplen: int, nanosecond: bool = False) -> bytes:
+        """The block's frames as ready pcap records (see PcapWriter.write_records)."""
+        if _packet_speed is not None:
+            lib, ffi = _packet_speed.lib, _packet_speed.ffi
+            cap = len(self.view) + 16 * self.count
+            out = ffi.new("uint8_t[]", cap)
+            count = ffi.new("uint32_t *")
+            nbytes = ffi.new("uint64_t *")
+            size = lib.gpk_block_to_pcap(ffi.from_buffer(self.view), out, cap, snaplen,
+                                         int(nanosecond), count, nbytes)
+            return bytes(ffi.buffer(out, size))
+        parts: list[bytes | memoryview] = []
+        m = self._meta()
+        for s, e, wire, sec, nsec in zip(self._starts, self._ends, m[0::5], m[1::5], m[2::5],
+                                         strict=True):
+            cap_len = min(e - s, snaplen)
+            parts.append(struct.pack("=IIII", sec, nsec if nanosecond else nsec // 1000,
+                                     cap_len, wire))
+            parts.append(self.view[s:s + cap_len])
+        return b"".join(parts)
+
+    def release(self) -> None:
+        """Give the block back to the kernel; its frames' memory is reused."""
+        if not self.released:
+            self.released = True
+            self._ring._release(self.index)
+
+    def __enter__(self) -> Block:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+
+class RxRing:
+    """A TPACKET_V3 receive ring on packet socket ``sock``.
+
+    Set it up before binding the socket to an interface (open with protocol
+    0, create the ring, then bind with the ethertype wanted) so no frame
+    slips past the ring. ``block_size`` must be a multiple of the page size
+    and of ``frame_size``; memory used is ``block_size * block_count``.
+    Raises OSError with the kernel's errno (EBUSY: the socket already has a
+    ring; EINVAL: sizes the kernel refuses).
+    """
+
+    def __init__(self, sock: lowlevel.FileLike, block_size: int = 1 << 19,
+                 block_count: int = 128, frame_size: int = 2048, timeout_ms: int = 10) -> None:
+        if block_size % mmap.PAGESIZE or block_size % frame_size:
+            raise ValueError(f"block_size {block_size} must be a multiple of the page size "
+                             f"({mmap.PAGESIZE}) and of frame_size {frame_size}")
+        self.sock = sock
+        self.fd = lowlevel.fileno(sock)
+        self.block_size = block_size
+        self.block_count = block_count
+        lowlevel.setsockopt(self.fd, "PACKET_VERSION", TPACKET_V3)
+        frames = block_size * block_count // frame_size
+        lowlevel.setsockopt(self.fd, "PACKET_RX_RING",
+                            (block_size, block_count, frame_size, frames, timeout_ms, 0, 0))
+        self._map = mmap.mmap(self.fd, block_size * block_count, mmap.MAP_SHARED,
+                              mmap.PROT_READ | mmap.PROT_WRITE)
+        self._view = memoryview(self._map)
+        self._base: Any = None
+        self._next = 0
+        self._received = 0
+        self._dropped = 0
+        # A frame slot holds at least the 48-byte header, its sockaddr_ll and 14 bytes
+        # of Ethernet header, 16-byte aligned: 96 bytes.
+        self._max = block_size // 96 + 1
+        if _packet_speed is not None:
+            self._ffi = _packet_speed.ffi
+            self._lib = _packet_speed.lib
+            self._base = self._ffi.from_buffer(self._map)
+            # The walker writes every entry it reports: no need to zero the arrays.
+            self._new = self._ffi.new_allocator(should_clear_after_alloc=False)
+        self.closed = False
+
+    def _status(self, index: int) -> int:
+        (status,) = struct.unpack_from("=I", self._map, index * self.block_size + 8)
+        return int(status)
+
+    def _describe(self, index: int) -> tuple[list[int], list[int], Callable[[], list[int]]]:
+        off = index * self.block_size
+        if _packet_speed is not None:
+            new = self._new
+            cap = self._max
+            starts = new("uint32_t[]", cap)
+            ends = new("uint32_t[]", cap)
+            meta = new("uint32_t[]", 5 * cap)
+            ffi = self._ffi
+            n = self._lib.gpk_walk_block(self._base + off, starts, ends, meta, cap)
+            return (ffi.unpack(starts, n), ffi.unpack(ends, n),
+                    lambda: ffi.unpack(meta, 5 * n))
+        _, count, first = _BLOCK_HDR.unpack_from(self._map, off + 8)
+        start_list: list[int] = []
+        end_list: list[int] = []
+        meta_list: list[int] = []
+        pos = first
+        for _ in range(count):
+            nxt, sec, nsec, snap, wire, _st, mac, _net = _FRAME_HDR.unpack_from(
+                self._map, off + pos)
+            start_list.append(pos + mac)
+            end_list.append(pos + mac + snap)
+            (proto,) = struct.unpack_from("!H", self._map, off + pos + _LL_OFFSET + 2)
+            ifindex, _hatype, pkttype = _LL.unpack_from(self._map, off + pos + _LL_OFFSET + 4)
+            meta_list += (wire, sec, nsec, ifindex, (proto << 16) | pkttype)
+            pos += nxt
+        return start_list, end_list, lambda: meta_list
+
+    def poll_block(self) -> Block | None:
+        """Return the next retired block if there is one, without waiting."""
+        index = self._next
+        if not self._status(index) & TP_STATUS_USER:
+            return None
+        starts, ends, meta = self._describe(index)
+        off = index * self.block_size
+        self._next = (index + 1) % self.block_count
+        return Block(self, index, self._view[off: off + self.block_size], (starts, ends, meta))
+
+    def next_block(self, timeout: float | None = None) -> Block | None:
+        """Wait cooperatively for the next block; None after ``timeout`` seconds."""
+        if self.closed:
+            raise ValueError("ring is closed")
+        block = self.poll_block()
+        while block is None:
+            try:
+                wait_read(self.fd, timeout=timeout, timeout_exc=_Timeout())
+            except _Timeout:
+                return None
+            block = self.poll_block()
+        return block
+
+    def blocks(self, timeout: float | None = None) -> Iterator[Block]:
+        """Yield blocks until ``timeout`` passes without one (forever if None).
+
+        Each block is released when the loop asks for the next one.
+        """
+        while True:
+            block = self.next_block(timeout)
+            if block is None:
+                return
+            try:
+                yield block
+            finally:
+                block.release()
+
+    def _release(self, index: int) -> None:
+        struct.pack_into("=I", self._map, index * self.block_size + 8, TP_STATUS_KERNEL)
+
+    def stats(self) -> RingStats:
+        """Frames delivered to the ring and dropped by the kernel (ring full), so far."""
+        if not self.closed:
+            total, drops = lowlevel.getsockopt(self.fd, "PACKET_STATISTICS")
+            # The kernel resets its counters on each read and counts drops in the total.
+            self._received += total - drops
+            self._dropped += drops
+        return RingStats(self._received, self._dropped)
+
+    def close(self) -> None:
+        """Unmap the ring; the socket stays open (its owner closes it)."""
+        if self.closed:
+            return
+        self.stats()
+        self._view.release()
+        self._base = None
+        try:
+            self._map.close()
+        except BufferError:
+            # Frames may only be held by reference cycles (an exception's
+            # traceback keeps its frames' locals alive): collect, then retry.
+            gc.collect()
+            try:
+                self._map.close()
+            except BufferError as err:
+                raise BufferError("frames from this ring are still referenced; drop them "
+                                  "(or copy with bytes()) and close again") from err
+        self.closed = True
+
+
+class _Timeout(Exception):
+    pass
+
+
+_CHUNK = 4096
+TP_STATUS_AVAILABLE = 0
+TP_STATUS_SEND_REQUEST = 1
+_TX_DATA = 48  # TPACKET3_HDRLEN - sizeof(struct sockaddr_ll): where the kernel reads a frame
+
+
+class TxRing:
+    """Batched sending through a TPACKET_V3 transmit ring (what trafgen does).
+
+    Frames are copied into a ring shared with the kernel and flushed with
+    one ``send()`` per batch. The socket must be bound to an interface and
+    must not carry a receive ring (both rings would have to share one
+    mapping): use :class:`BatchSender` there. ``qdisc_bypass`` as for
+    :class:`BatchSender`. Raises OSError with the kernel's errno (EBUSY:
+    the socket already has a ring).
+    """
+
+    def __init__(self, sock: lowlevel.FileLike, frame_size: int = 2048,
+                 frame_count: int = 4096, qdisc_bypass: bool = False) -> None:
+        if frame_size % 16 or frame_size < 128:
+            raise ValueError(f"frame_size {frame_size} must be a multiple of 16, at least 128")
+        self.sock = sock
+        self.fd = lowlevel.fileno(sock)
+        per_block = max(1, mmap.PAGESIZE * 16 // frame_size)
+        block_size = per_block * frame_size
+        if block_size % mmap.PAGESIZE:
+            raise ValueError(f"frame_size {frame_size} must divide a multiple of the page size")
+        blocks = max(1, frame_count // per_block)
+        self.frame_size = frame_size
+        self.frame_count = blocks * per_block
+        self.max_frame = frame_size - _TX_DATA
+        lowlevel.setsockopt(self.fd, "PACKET_VERSION", TPACKET_V3)
+        if qdisc_bypass:
+            lowlevel.setsockopt(self.fd, "PACKET_QDISC_BYPASS", 1)
+        lowlevel.setsockopt(self.fd, "PACKET_TX_RING",
+                            (block_size, blocks, frame_size, self.frame_count, 0, 0, 0))
+        self._map = mmap.mmap(self.fd, block_size * blocks, mmap.MAP_SHARED,
+                              mmap.PROT_READ | mmap.PROT_WRITE)
+        self._cursor = 0
+        self._base: Any = None
+        self.sent = 0
+        if _packet_speed is not None:
+            self._base = _packet_speed.ffi.from_buffer(self._map)
+            self._cursor_c = _packet_speed.ffi.new("uint32_t *")
+        self.closed = False
+
+    def send(self, frames: Sequence[bytes | bytearray | memoryview],
+             timeout: float | None = None) -> int:
+        """Send every frame in order; returns how many (all of them).
+
+        Waits cooperatively while the ring is full. Raises ValueError for a
+        frame larger than a slot, OSError with the kernel's errno otherwise.
+        """
+        if self.closed:
+            raise ValueError("TX ring is closed")
+        if not frames:
+            return 0
+        largest = max(map(len, frames))
+        if largest > self.max_frame:
+            raise ValueError(f"frame of {largest} bytes; this ring's slots hold "
+                             f"{self.max_frame} (raise frame_size)")
+        done = 0
+        total = len(frames)
+        if _packet_speed is not None:
+            for start in range(0, total, _CHUNK):
+                self._send_chunk(frames[start: start + _CHUNK], timeout)
+            done = total
+        else:
+            while done < total:
+                if self._fill_python(frames[done]):
+                    done += 1
+                    if done % 64 == 0:
+                        self._kick()
+                else:
+                    self._kick()
+                    self._wait(timeout)
+            self._kick()
+        self.sent += done
+        return done
+
+    def _send_chunk(self, chunk: Sequence[bytes | bytearray | memoryview],
+                    timeout: float | None) -> None:
+        # Chunks keep the joined copy small (cache-resident, no page faults).
+        ffi, lib = _packet_speed.ffi, _packet_speed.lib
+        lengths = list(map(len, chunk))
+        data = b"".join(chunk)
+        lens = ffi.new("uint32_t[]", lengths)
+        base = ffi.from_buffer(data)
+        count = len(chunk)
+        done = pos = 0
+        while done < count:
+            queued = lib.gpk_tx_fill(self._base, self.frame_size, self.frame_count,
+                                     self._cursor_c, base + pos, lens + done, count - done)
+            if queued:
+                pos += sum(lengths[done: done + queued])
+                done += queued
+            else:
+                self._kick()
+                self._wait(timeout)
+        self._kick()
+
+    def _fill_python(self, frame: bytes | bytearray | memoryview) -> bool:
+        off = self._cursor * self.frame_size
+        if struct.unpack_from("=I", self._map, off + 20)[0] != TP_STATUS_AVAILABLE:
+            return False
+        self._map[off + _TX_DATA: off + _TX_DATA + len(frame)] = frame
+        struct.pack_into("=IIII", self._map, off + 12, len(frame), len(frame), 0, 0)
+        struct.pack_into("=I", self._map, off, 0)
+        struct.pack_into("=I", self._map, off + 20, TP_STATUS_SEND_REQUEST)
+        self._cursor = (self._cursor + 1) % self.frame_count
+        return True
+
+    def _kick(self) -> None:
+        """Ask the kernel to send every frame marked in the ring, without waiting."""
+        try:
+            os.write(self.fd, b"")
+        except BlockingIOError:
+            pass
+        except OSError as err:
+            if err.errno != errno.ENOBUFS:
+                raise OSError(err.errno, f"TX ring send: {err.strerror}") from err
+
+    def _wait(self, timeout: float | None) -> None:
+        # POLLOUT means the kernel's next slot is free again; a short poll
+        # also covers a completion the kernel does not signal.
+        try:
+            wait_write(self.fd, timeout=0.01 if timeout is None else min(timeout, 0.01))
+        except TimeoutError:
+            pass
+        except Exception as err:  # gevent raises its own timeout class
+            if "timed out" not in str(err):
+                raise
+
+    def close(self) -> None:
+        """Unmap the ring; the socket stays open."""
+        if self.closed:
+            return
+        self.closed = True
+        self._base = None
+        self._map.close()
+
+
+class BatchSender:
+    """Send many frames per system call on a packet socket (``sendmmsg``).
+
+    The socket must be bound to an interface. ``qdisc_bypass`` hands frames
+    straight to the driver (PACKET_QDISC_BYPASS, as trafgen does by
+    default): faster, but local packet taps on this host do not see them.
+    """
+
+    def __init__(self, sock: lowlevel.FileLike, qdisc_bypass: bool = False) -> None:
+        self.sock = sock
+        self.fd = lowlevel.fileno(sock)
+        if qdisc_bypass:
+            lowlevel.setsockopt(self.fd, "PACKET_QDISC_BYPASS", 1)
+        self.sent = 0
+
+    def send(self, frames: Sequence[bytes | bytearray | memoryview],
+             timeout: float | None = None) -> int:
+        """Send every frame in order; returns how many were sent (all of them).
+
+        Waits cooperatively while the socket's send buffer or the device
+        queue is full. Raises OSError with the kernel's errno for anything
+        else (ENXIO: socket not bound; EMSGSIZE: a frame over the MTU).
+        """
+        if not frames:
+            return 0
+        if _packet_speed is None:
+            return self._send_python(frames, timeout)
+        for start in range(0, len(frames), _CHUNK):
+            self._send_chunk(frames[start: start + _CHUNK], timeout)
+        self.sent += len(frames)
+        return len(frames)
+
+    def _send_chunk(self, chunk: Sequence[bytes | bytearray | memoryview],
+                    timeout: float | None) -> None:
+        ffi, lib = _packet_speed.ffi, _packet_speed.lib
+        lengths = list(map(len, chunk))
+        data = b"".join(chunk)
+        lens = ffi.new("uint32_t[]", lengths)
+        base = ffi.from_buffer(data)
+        count = len(chunk)
+        done = pos = 0
+        while done < count:
+            rc = lib.gpk_send_batch(self.fd, base + pos, lens + done, count - done)
+            if rc > 0:
+                pos += sum(lengths[done: done + rc])
+                done += rc
+            else:
+                self._wait(-rc, timeout)
+
+    def _wait(self, code: int, timeout: float | None) -> None:
+        if code in (errno.EAGAIN, errno.EWOULDBLOCK):
+            wait_write(self.fd, timeout=timeout)
+        elif code == errno.ENOBUFS:
+            # The device queue is full; the socket still polls writable, so yield.
+            gevent.sleep(0.0005)
+        else:
+            raise OSError(code, f"sendmmsg on packet socket: {errno.errorcode.get(code, code)}")
+
+    def _send_python(self, frames: Sequence[bytes | bytearray | memoryview],
+                     timeout: float | None) -> int:
+        for frame in frames:
+            while True:
+                try:
+                    lowlevel.write(self.fd, frame, timeout)
+                    break
+                except OSError as err:
+                    if err.errno != errno.ENOBUFS:
+                        raise
+                    self._wait(err.errno, timeout)
+        self.sent += len(frames)
+        return len(frames)
+

@@ -1,0 +1,175 @@
+"""What the client accepts from a helper: replies and descriptors, checked.
+
+A real socketpair stands in for the channel and this test plays a hostile
+or broken helper on the other end (crafted replies, extra or missing
+descriptors, the wrong kind of socket). Every refusal must close every
+descriptor it received; everything accepted is close-on-exec.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import socket
+from collections.abc import Iterator
+
+import gevent.socket
+import pytest
+
+from gprocket._errors import HelperError
+from gprocket._fdpass import receive, verify
+from gprocket._spawn import spawn
+from gprocket._spec import SocketRequest
+from gprocket._wire import REPLY_SIZE, Reply, Stage, encode_reply
+
+OK = encode_reply(Reply(1, 0, Stage.NONE, "", "ok"))
+
+
+@pytest.fixture
+def channel() -> Iterator[tuple[gevent.socket.socket, socket.socket]]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    client = gevent.socket.socket(fileno=ours.detach())
+    client.settimeout(10)
+    yield client, theirs
+    client.close()
+    theirs.close()
+
+
+def _send(peer: socket.socket, data: bytes, fds: list[int]) -> None:
+    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds else []
+    peer.sendmsg([data], anc)
+
+
+def _fds() -> set[str]:
+    """Our open descriptors, leaving out the one listing them."""
+    names = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("/proc/"):
+                names.add(name)
+        except FileNotFoundError:
+            pass  # the listing's own descriptor, closed already
+    return names
+
+
+def _udp() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def test_one_descriptor_is_kept_close_on_exec_and_extras_closed(channel) -> None:  # type: ignore[no-untyped-def]
+    client, peer = channel
+    socks = [_udp() for _ in range(3)]
+    for sock in socks:
+        sock.set_inheritable(True)  # the client must not trust the sender's flags
+    before = _fds()
+    _send(peer, OK, [s.fileno() for s in socks])
+    got = receive(client)
+    assert got is not None
+    reply, fd = got
+    assert reply.ok and fd is not None
+    assert os.get_inheritable(fd) is False
+    assert _fds() - before == {str(fd)}
+    os.close(fd)
+    for sock in socks:
+        sock.close()
+
+
+def test_truncated_control_data_is_refused_and_nothing_leaks(channel) -> None:  # type: ignore[no-untyped-def]
+    client, peer = channel
+    socks = [_udp() for _ in range(40)]  # more than the client's control buffer holds
+    before = _fds()
+    _send(peer, OK, [s.fileno() for s in socks])
+    with pytest.raises(HelperError, match="truncated control data"):
+        receive(client)
+    assert _fds() == before
+    for sock in socks:
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (OK + b"x", "97 bytes"),
+        (OK[:50], "50 bytes"),
+        (b"GPRQ" + OK[4:], "magic"),
+        (encode_reply(Reply(1, 1, Stage.POLICY, "", "no")), "error reply .* carried a descriptor"),
+    ],
+)
+def test_malformed_replies_close_their_descriptor(channel, data: bytes, message: str) -> None:  # type: ignore[no-untyped-def]
+    client, peer = channel
+    sock = _udp()
+    before = _fds()
+    _send(peer, data, [sock.fileno()])
+    with pytest.raises(HelperError, match=message):
+        receive(client)
+    assert _fds() == before
+    sock.close()
+
+
+def test_end_of_file_is_none(channel) -> None:  # type: ignore[no-untyped-def]
+    client, peer = channel
+    peer.shutdown(socket.SHUT_WR)
+    assert receive(client) is None
+
+
+@pytest.mark.parametrize(
+    ("make", "request_", "message"),
+    [
+        (lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM),
+         SocketRequest(0, protocol="udp"), "type 1, requested 2"),
+        (lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM),
+         SocketRequest(0, protocol="udp"), "family 10, requested 2"),
+        (_udp, SocketRequest(53, protocol="udp", ip="127.0.0.1"), "port"),
+        (_udp, SocketRequest(0, protocol="udp", ip="127.0.0.2"), "address"),
+        (lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM),
+         SocketRequest(0, protocol="tcp"), "not listening"),
+        (lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM),
+         SocketRequest(0, family="unspec", protocol="udp"), "IPV6_V6ONLY"),
+        (_udp, SocketRequest(0, protocol="udp", interface="lo"), "SO_BINDTODEVICE"),
+    ],
+)
+def test_verify_refuses_the_wrong_descriptor_and_closes_it(make, request_, message) -> None:  # type: ignore[no-untyped-def]
+    sock = make()
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    fd = os.dup(sock.fileno())
+    os.set_inheritable(fd, False)
+    sock.close()
+    with pytest.raises(HelperError, match=message):
+        verify(fd, request_, Reply(1, 0, Stage.NONE, "", "ok"))
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
+def test_verify_refuses_a_missing_or_inheritable_descriptor() -> None:
+    request = SocketRequest(0, protocol="udp", ip="127.0.0.1")
+    reply = Reply(7, 0, Stage.NONE, "", "ok")
+    with pytest.raises(HelperError, match="carried no descriptor"):
+        verify(None, request, reply)
+    sock = _udp()
+    fd = sock.detach()
+    os.set_inheritable(fd, True)
+    with pytest.raises(HelperError, match="not close-on-exec"):
+        verify(fd, request, reply)
+    r, w = os.pipe()
+    os.close(w)
+    with pytest.raises(HelperError, match="unusable descriptor"):
+        verify(r, request, reply)
+
+
+def test_spawn_failure_and_timeout_leave_no_process_or_descriptor(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    before = _fds()
+    with pytest.raises(FileNotFoundError):
+        spawn([str(tmp_path / "missing-helper")])
+    assert _fds() == before
+    child = spawn(["/bin/sleep", "30"])
+    with pytest.raises(TimeoutError):
+        child.wait(0.2)
+    assert child.status == -9
+    child.close()
+    assert _fds() == before
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child.pid, os.WNOHANG)
+    assert REPLY_SIZE == 96

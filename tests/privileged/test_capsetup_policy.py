@@ -1,0 +1,105 @@
+"""The Python policy reader agrees with the installed helper's own --check-policy.
+
+doctor predicts from the Python reader and capsetup validates with it, so a
+file the helper refuses must be refused here too, and the other way round.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import privileged as priv
+
+from capsetup.policy import load_policy
+
+pytestmark = pytest.mark.privileged
+
+TEXTS = [
+    "",
+    "# only a comment\n\n",
+    "allow * bind any 1-1023\nallow * raw icmp,icmpv6\n",
+    "allow group:gprocket packet\nallow group:gprocket tun gp* persist\n",
+    "allow user:0 bind udp,tcp 53 192.0.2.10\nallow user:root netns lab\n",
+    "allow * bind tcp, 80\n",
+    "allow *\tbind\ttcp\t80-90\t::/0\n",
+    "allow * tun *\nallow * device net/tun\nallow * raw any\n",
+    "allow * bind tcp 0\n",
+    "allow * bind tcp 90-80\n",
+    "allow * bind icmp 80\n",
+    "allow * bind tcp 80 ::1/129\n",
+    "allow * raw 256\n",
+    "allow * packet eth0\n",
+    "allow * tun ../x\n",
+    "allow * tun .hidden\n",
+    "allow * device mem\n",
+    "allow * netns " + "n" * 32 + "\n",
+    "allow user:no-such-user-xyz packet\n",
+    "allow group:no-such-group-xyz packet\n",
+    "deny * packet\n",
+    "allow * frobnicate\n",
+    "allow * raw icmp extra\n",
+    "allow * bind tcp 80 " + "x" * 250 + "\n",
+]
+
+
+def capsetup(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real capsetup command as root."""
+    env = {"PATH": priv.SAFE_PATH, "PYTHONPATH": priv.python_path(), "LANG": "C.UTF-8",
+           "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+    return subprocess.run([priv.VENV_PYTHON, "-m", "capsetup", *args], capture_output=True,
+                          text=True, env=env, timeout=60, check=False)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def installed() -> Iterator[Path]:
+    """One capsetup install shared by the module (the policy is rewritten per case)."""
+    priv.ensure_group(priv.TEST_GROUP)
+    priv.INSTALL_ROOT.mkdir(parents=True, exist_ok=True)
+    for directory in (priv.INSTALL_ROOT.parent, priv.INSTALL_ROOT):
+        os.chown(directory, 0, 0)
+        os.chmod(directory, 0o755)  # noqa: S103 - the helper demands root 0755 parents
+    prefix = priv.INSTALL_ROOT / f"cs-pol-{secrets.token_hex(4)}"
+    done = capsetup("install", "--prefix", str(prefix))
+    assert done.returncode == 0, done.stderr
+    try:
+        yield prefix / "libexec" / "gprocket" / "gprocket-helper"
+    finally:
+        capsetup("remove", "--purge", "--prefix", str(prefix))
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_python_reader_agrees_with_the_helper(installed: Path, text: str) -> None:
+    policy = installed.parent / "policy"
+    policy.write_text(text)
+    helper = subprocess.run([str(installed), "--check-policy"], capture_output=True, text=True,
+                            check=False)  # fmt: skip
+    ours = load_policy(policy)
+    said = (helper.stdout + helper.stderr).strip()
+    assert (helper.returncode == 0) == (ours.refused is None), f"helper: {said}\nours: {ours}"
+    if ours.refused is None:
+        # Same number of rules: the helper prints one line per rule after its header.
+        rule_lines = [line for line in said.splitlines() if line.startswith("allow")]
+        assert len(rule_lines) == len(ours.rules), said
+
+
+def test_an_unsafe_policy_file_is_refused_by_both(installed: Path) -> None:
+    policy = installed.parent / "policy"
+    policy.write_text("allow * packet\n")
+    os.chmod(policy, 0o664)  # group-writable: the unsafe state under test
+    try:
+        helper = subprocess.run([str(installed), "--check-policy"], capture_output=True,
+                                text=True, check=False)  # fmt: skip
+        ours = load_policy(policy)
+        assert helper.returncode != 0
+        assert ours.refused is not None and "group-writable" in ours.refused
+        status = capsetup("status", "--prefix", str(installed.parent.parent.parent))
+        assert status.returncode == 1 and "group-writable" in status.stdout
+    finally:
+        os.chmod(policy, 0o644)

@@ -1,0 +1,245 @@
+"""gprocket doctor's prediction against what gprocket.open then really does.
+
+Each set-up runs one process as a real unprivileged user (inside a fresh
+network namespace): it asks the doctor which rung would serve each kind of
+request, then opens every one of them and records the rung that did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import privileged as priv
+
+pytestmark = pytest.mark.privileged
+
+CHECK_CODE = """
+import json, gprocket
+from gprocket._doctor import diagnose, gather
+HELPER = {helper!r}
+facts = gather(HELPER)
+report = {{d.kind: d for d in diagnose(facts)}}
+SPECS = {{
+    "tcp-low": dict(port=80, protocol="tcp", family="inet", ip="127.0.0.1"),
+    "udp-low": dict(port=53, protocol="udp", family="inet6", ip="::1"),
+    "icmp-raw": dict(port=0, protocol="icmp", family="inet"),
+    "icmp6-raw": dict(port=0, protocol="icmp6", family="inet6"),
+    "icmp-ping": dict(port=0, protocol="icmp", type="dgram", family="inet"),
+    "packet": dict(port=0, family="packet", type="raw", protocol=0x0003),
+}}
+real = {{}}
+for kind, kw in SPECS.items():
+    try:
+        sock = gprocket.open(helper=HELPER, **kw)
+    except gprocket.PrivilegeError:
+        real[kind] = None
+    else:
+        real[kind] = sock.rung
+        sock.close()
+predicted = {{kind: report[kind].serves for kind in SPECS}}
+fixes = {{kind: report[kind].fix for kind in SPECS}}
+reasons = {{kind: {{v.rung: v.reason for v in report[kind].verdicts}} for kind in SPECS}}
+print(json.dumps(dict(predicted=predicted, real=real, fixes=fixes, reasons=reasons)))
+"""
+
+
+def check(user: priv.User, helper: Path | str, **kwargs: Any) -> dict[str, Any]:
+    """Predict, then open for real, as ``user``; the prediction must match."""
+    result: dict[str, Any] = priv.run_json(user, CHECK_CODE.format(helper=str(helper)), **kwargs)
+    assert result["predicted"] == result["real"], json.dumps(result, indent=1)
+    return result
+
+
+def capsetup(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real capsetup command as root."""
+    env = {"PATH": priv.SAFE_PATH, "PYTHONPATH": priv.python_path(), "LANG": "C.UTF-8",
+           "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+    return subprocess.run([priv.VENV_PYTHON, "-m", "capsetup", *args], capture_output=True,
+                          text=True, env=env, timeout=60, check=False)  # fmt: skip
+
+
+@pytest.fixture
+def missing_helper() -> Path:
+    """A helper path where nothing is installed."""
+    return priv.INSTALL_ROOT / f"none-{secrets.token_hex(4)}" / "gprocket-helper"
+
+
+@pytest.fixture
+def capsetup_prefix(unpriv_user: priv.User) -> Iterator[Path]:
+    """A helper installed by capsetup (caps mode) in a fresh prefix."""
+    priv.INSTALL_ROOT.mkdir(parents=True, exist_ok=True)
+    for directory in (priv.INSTALL_ROOT.parent, priv.INSTALL_ROOT):
+        os.chown(directory, 0, 0)
+        os.chmod(directory, 0o755)  # noqa: S103 - the helper demands root 0755 parents
+    path = priv.INSTALL_ROOT / f"cs-{secrets.token_hex(5)}"
+    done = capsetup("install", "--prefix", str(path))
+    assert done.returncode == 0, done.stderr
+    try:
+        yield path
+    finally:
+        capsetup("remove", "--purge", "--prefix", str(path))
+        shutil.rmtree(path, ignore_errors=True)
+
+
+NONE_SERVES = dict.fromkeys(
+    ("tcp-low", "udp-low", "icmp-raw", "icmp6-raw", "icmp-ping", "packet"), None
+)
+
+
+def test_nothing_installed(unpriv_user: priv.User, netns: priv.Netns, missing_helper: Path) -> None:
+    result = check(unpriv_user, missing_helper, netns=netns)
+    assert result["real"] == NONE_SERVES
+    assert result["fixes"]["udp-low"] == "sudo capsetup install"
+    assert "ping_group_range" in result["fixes"]["icmp-ping"]
+
+
+def test_ambient_capabilities(
+    unpriv_user: priv.User, netns: priv.Netns, missing_helper: Path
+) -> None:
+    result = check(unpriv_user, missing_helper, netns=netns,
+                   ambient_caps=("cap_net_bind_service", "cap_net_raw"))  # fmt: skip
+    # Ambient capabilities are effective from exec on; the plain rung steps
+    # aside for a capability in force, so the capabilities rung serves.
+    assert result["real"] == {**NONE_SERVES, "tcp-low": "capabilities",
+                              "udp-low": "capabilities", "icmp-raw": "capabilities",
+                              "icmp6-raw": "capabilities", "packet": "capabilities"}  # fmt: skip
+
+
+def test_permitted_only_capabilities(
+    unpriv_user: priv.User,
+    netns: priv.Netns,
+    missing_helper: Path,
+    caps_python: Callable[..., str],
+) -> None:
+    python = caps_python("cap_net_bind_service,cap_net_raw+p")
+    result = check(unpriv_user, missing_helper, netns=netns, python=python)
+    assert result["real"]["udp-low"] == "capabilities"
+    assert result["real"]["icmp6-raw"] == "capabilities"
+
+
+@pytest.mark.parametrize("mode", ["caps", "setuid"])
+def test_helper_installed(
+    mode: str,
+    unpriv_user: priv.User,
+    netns: priv.Netns,
+    installed_helper: Callable[..., Path],
+) -> None:
+    policy = "allow * bind any 1-1023\nallow * raw icmp,icmpv6\nallow group:gprocket packet\n"
+    helper = installed_helper(mode=mode, policy=policy)
+    result = check(unpriv_user, helper, netns=netns)
+    assert result["real"] == {**NONE_SERVES, "tcp-low": "broker", "udp-low": "broker",
+                              "icmp-raw": "broker", "icmp6-raw": "broker",
+                              "packet": "broker"}  # fmt: skip
+
+
+def test_helper_policy_without_packet_rule(
+    unpriv_user: priv.User, netns: priv.Netns, installed_helper: Callable[..., Path]
+) -> None:
+    helper = installed_helper(mode="caps")  # no policy file: the defaults
+    result = check(unpriv_user, helper, netns=netns)
+    assert result["real"]["packet"] is None
+    assert result["real"]["icmp-raw"] == "broker"
+    assert result["fixes"]["packet"] == (
+        f"add 'allow user:{unpriv_user.name} packet' to {helper.parent / 'policy'}"
+    )
+
+
+def test_outside_the_group(
+    other_user: priv.User, netns: priv.Netns, installed_helper: Callable[..., Path]
+) -> None:
+    helper = installed_helper(mode="caps")
+    result = check(other_user, helper, netns=netns)
+    assert result["real"] == NONE_SERVES
+    assert result["fixes"]["udp-low"].startswith(f"sudo usermod -aG gprocket {other_user.name}")
+
+
+def test_sudo_rule(other_user: priv.User, netns: priv.Netns, capsetup_prefix: Path) -> None:
+    done = capsetup("sudoers", "--user", other_user.name, "--prefix", str(capsetup_prefix))
+    assert done.returncode == 0, done.stderr
+    helper = capsetup_prefix / "libexec" / "gprocket" / "gprocket-helper"
+    result = check(other_user, helper, netns=netns)
+    assert result["real"] == {**NONE_SERVES, "tcp-low": "sudo", "udp-low": "sudo",
+                              "icmp-raw": "sudo", "icmp6-raw": "sudo"}  # fmt: skip
+
+
+def test_lowered_sysctls(unpriv_user: priv.User, netns: priv.Netns, missing_helper: Path) -> None:
+    netns.sysctl("net.ipv4.ip_unprivileged_port_start", "0")
+    netns.sysctl("net.ipv4.ping_group_range", "0 2147483647")
+    result = check(unpriv_user, missing_helper, netns=netns)
+    assert result["real"] == {**NONE_SERVES, "tcp-low": "plain", "udp-low": "plain",
+                              "icmp-ping": "plain"}  # fmt: skip
+
+
+def test_doctor_command_json_matches_the_prediction(
+    unpriv_user: priv.User, netns: priv.Netns, installed_helper: Callable[..., Path]
+) -> None:
+    helper = installed_helper(mode="setuid")
+    proc = priv.run_argv(unpriv_user, [priv.VENV_PYTHON, "-m", "gprocket.cli", "doctor",
+                                       "--json", "--helper", str(helper)], netns=netns)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    document = json.loads(proc.stdout)
+    assert document["user"] == unpriv_user.name
+    assert document["helper"] == str(helper)
+    assert document["kinds"]["udp-low"]["serves"] == "broker"
+    assert document["kinds"]["packet"]["serves"] is None
+    text = priv.run_argv(unpriv_user, [priv.VENV_PYTHON, "-m", "gprocket.cli", "doctor",
+                                       "--helper", str(helper)], netns=netns)  # fmt: skip
+    assert "UDP socket on port 53 [udp-low]: broker" in text.stdout
+
+
+DEVICE_CODE = """
+import json, os, gprocket
+from gprocket._doctor import diagnose, gather
+HELPER, NS = {helper!r}, {netns!r}
+facts = gather(HELPER, netns=NS, tun_name="gp0")
+report = {{d.kind: d.serves for d in diagnose(facts)}}
+real = {{}}
+for kind, request in (("tun", gprocket.TunRequest("gp0")),
+                      ("netns", gprocket.SocketRequest(0, protocol="udp", namespace=NS))):
+    try:
+        acquired = gprocket.acquire(request, helper=HELPER)
+    except gprocket.PrivilegeError:
+        real[kind] = None
+    else:
+        real[kind] = acquired.rung
+        os.close(acquired.fd)
+print(json.dumps(dict(predicted={{k: report[k] for k in real}}, real=real)))
+"""
+
+
+@pytest.mark.parametrize("granted", [True, False])
+def test_tun_and_named_namespace(
+    granted: bool,
+    unpriv_user: priv.User,
+    netns: priv.Netns,
+    installed_helper: Callable[..., Path],
+) -> None:
+    policy = f"allow group:gprocket tun gp*\nallow group:gprocket netns {netns.name}\n"
+    helper = installed_helper(mode="caps", policy=policy if granted else None)
+    code = DEVICE_CODE.format(helper=str(helper), netns=netns.name)
+    result = priv.run_json(unpriv_user, code, netns=netns)
+    assert result["predicted"] == result["real"], result
+    want = "broker" if granted else None
+    assert result["real"] == {"tun": want, "netns": want}
+
+
+def test_no_new_privs_disarms_the_helper(
+    unpriv_user: priv.User, netns: priv.Netns, installed_helper: Callable[..., Path]
+) -> None:
+    helper = installed_helper(mode="setuid")
+    code = CHECK_CODE.format(helper=str(helper))
+    argv = ["setpriv", "--no-new-privs", priv.VENV_PYTHON, "-c", code]
+    proc = priv.run_argv(unpriv_user, argv, netns=netns)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["predicted"] == result["real"], result
+    assert result["real"] == NONE_SERVES
+    assert "no_new_privs" in result["reasons"]["udp-low"]["broker"]

@@ -1,0 +1,354 @@
+"""gprocket ping as a real unprivileged user in a fresh network namespace.
+
+With ping_group_range closed the only way to ICMP is the helper (raw
+socket); with it open the datagram socket is used and no helper runs.
+iputils ping, run for the same target, is the witness for the statistics.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support import privileged as priv
+
+pytestmark = pytest.mark.privileged
+
+STATS = re.compile(r"(\d+) packets transmitted, (\d+) received,(?: \+\d+ \w+,)* "
+                   r"([\d.]+)% packet loss")
+RTT = re.compile(r"rtt min/avg/max/mdev = ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
+OPEN_RANGE = "0 2147483647"
+
+
+@pytest.fixture
+def gpi_ns() -> Iterator[priv.Netns]:
+    with priv.make_netns("gpi") as ns:
+        # A whole /64 answered locally: the kernel accepts and answers echo for
+        # every address of a "local" route (AnyIP), like 127.0.0.0/8 for IPv4.
+        ns.exec(["ip", "-6", "route", "add", "local", "2001:db8::/64", "dev", "lo"])
+        yield ns
+
+
+@pytest.fixture
+def helper_env(installed_helper: Callable[..., Path]) -> dict[str, str]:
+    return {"GPROCKET_HELPER": str(installed_helper())}
+
+
+def _cli(user: priv.User, ns: priv.Netns, env: dict[str, str], *args: str,
+         timeout: float = 60, stdin: str | None = None) -> tuple[int, str, str]:
+    proc = priv.run_argv(user, [priv.VENV_PYTHON, "-m", "gprocket.cli", "ping", *args],
+                         netns=ns, env=env, timeout=timeout, input=stdin)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _stats(output: str) -> tuple[int, int, float]:
+    match = STATS.search(output)
+    assert match, output
+    return int(match[1]), int(match[2]), float(match[3])
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1", "::1"])
+def test_ping_through_helper_agrees_with_iputils(unpriv_user: priv.User, gpi_ns: priv.Netns,
+                                                 helper_env: dict[str, str],
+                                                 target: str) -> None:
+    code, out, err = _cli(unpriv_user, gpi_ns, helper_env, "-c", "3", "-i", "0.2", target)
+    assert code == 0, out + err
+    witness = gpi_ns.exec(["ping", "-c", "3", "-i", "0.2", target], check=False)
+    assert witness.returncode == 0, witness.stdout + witness.stderr
+    assert _stats(out) == _stats(witness.stdout) == (3, 3, 0.0)
+    replies = [line for line in out.splitlines() if " bytes from " in line]
+    assert [re.search(r"icmp_seq=(\d+)", r)[1] for r in replies] == ["1", "2", "3"]  # type: ignore[index]
+    assert all(f"from {target}:" in r for r in replies), out
+    rtt = RTT.search(out)
+    assert rtt, out
+    low, avg, high, _ = map(float, rtt.groups())
+    assert 0 < low <= avg <= high < 1000
+
+
+def test_library_uses_raw_socket_from_helper_when_datagram_is_closed(
+        unpriv_user: priv.User, gpi_ns: priv.Netns, helper_env: dict[str, str]) -> None:
+    result = priv.run_json(unpriv_user, """
+import json, gevent
+from gprocket import icmp
+ticks = []
+def ticker():
+    while True:
+        ticks.append(1)
+        gevent.sleep(0.01)
+t = gevent.spawn(ticker)
+out = []
+for target in ("127.0.0.1", "::1"):
+    h = icmp.ping(target, count=3, interval=0.2, timeout=1)
+    out.append([h.transport, h.rung, h.sent, h.received, h.duplicates, len(h.errors),
+                [r.seq for r in h.replies], [r.ttl for r in h.replies],
+                [r.size for r in h.replies]])
+t.kill()
+print(json.dumps({"hosts": out, "ticks": len(ticks)}))
+""", netns=gpi_ns, env=helper_env)
+    for transport, rung, sent, received, dups, errors, seqs, ttls, sizes in result["hosts"]:
+        assert transport == "raw"
+        assert rung in ("broker", "helper")
+        assert (sent, received, dups, errors) == (3, 3, 0, 0)
+        assert seqs == [1, 2, 3]
+        assert ttls == [64, 64, 64]
+        assert sizes == [64, 64, 64]
+    # The ticker greenlet kept running while both pings waited (0.8 s of waiting
+    # at 10 ms a tick would be ~80 ticks; a blocked hub would give 1).
+    assert result["ticks"] > 10
+
+
+def test_datagram_socket_when_group_range_open_and_no_helper_runs(
+        unpriv_user: priv.User, gpi_ns: priv.Netns, helper_env: dict[str, str]) -> None:
+    gpi_ns.sysctl("net.ipv4.ping_group_range", OPEN_RANGE)
+    result = priv.run_json(unpriv_user, """
+import json, os
+from gprocket import icmp
+out = []
+for target in ("127.0.0.1", "::1"):
+    h = icmp.ping(target, count=2, interval=0.1, timeout=1)
+    out.append([h.transport, h.rung, h.received])
+children = open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split()
+print(json.dumps({"hosts": out, "children": children}))
+""", netns=gpi_ns, env=helper_env)
+    assert result["hosts"] == [["datagram", "plain", 2], ["datagram", "plain", 2]]
+    assert result["children"] == []
+
+
+@pytest.mark.parametrize("group_range", ["1 0", OPEN_RANGE], ids=["raw", "datagram"])
+def test_echo_ignored_gives_full_loss_and_exit_1(unpriv_user: priv.User, gpi_ns: priv.Netns,
+                                                 helper_env: dict[str, str],
+                                                 group_range: str) -> None:
+    gpi_ns.sysctl("net.ipv4.ping_group_range", group_range)
+    gpi_ns.sysctl("net.ipv4.icmp_echo_ignore_all", "1")
+    gpi_ns.sysctl("net.ipv6.icmp.echo_ignore_all", "1")
+    for target in ("127.0.0.1", "::1"):
+        code, out, err = _cli(unpriv_user, gpi_ns, helper_env, "-c", "2", "-i", "0.1",
+                              "-W", "0.3", target)
+        assert code == 1, out + err
+        assert _stats(out) == (2, 0, 100.0)
+        assert "bytes from" not in out
+        witness = gpi_ns.exec(["ping", "-c", "2", "-i", "0.1", "-W", "0.3", target],
+                              check=False)
+        assert witness.returncode == 1
+        assert _stats(witness.stdout) == (2, 0, 100.0)
+
+
+def test_raw_socket_sees_its_own_requests_and_counts_none(
+        unpriv_user: priv.User, gpi_ns: priv.Netns, helper_env: dict[str, str]) -> None:
+    result = priv.run_json(unpriv_user, """
+import json, socket
+from gprocket import icmp
+from gprocket._icmp_socket import open_icmp_socket
+isock = open_icmp_socket(socket.AF_INET, kind="raw")
+done = []
+engine = icmp._Engine(isock, icmp._Options(count=3, interval=0.1, timeout=1, size=56),
+                      done.append)
+state = icmp._State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 3)
+engine.run([state])
+isock.close()
+c = engine.counters
+print(json.dumps([isock.kind, state.sent, len(state.replies), state.duplicates,
+                  c.own_requests, c.mismatched, len(done)]))
+""", netns=gpi_ns, env=helper_env)
+    kind, sent, received, dups, own, mismatched, done = result
+    assert kind == "raw"
+    assert (sent, received, dups, done) == (3, 3, 0, 1)
+    assert own >= 3  # every request came back to the raw socket, none was counted
+    assert mismatched == 0
+
+
+MULTIPING = """
+import json, ipaddress
+from gprocket import icmp
+if {v6}:
+    targets = [str(ipaddress.IPv6Address("2001:db8::") + i) for i in range(1, 10001)]
+else:
+    targets = [str(ipaddress.IPv4Address("127.0.0.0") + i) for i in range(1, 10001)]
+seen = []
+for host in icmp.multiping_iter(targets, timeout=2):
+    seen.append((host.address, host.sent, host.received, host.duplicates, host.transport))
+alive = sum(1 for s in seen if s[2] == 1)
+print(json.dumps({{"n": len(seen), "distinct": len({{s[0] for s in seen}}), "alive": alive,
+                  "sent": sum(s[1] for s in seen), "dups": sum(s[3] for s in seen),
+                  "transports": sorted({{s[4] for s in seen}}),
+                  "all": sorted(s[0] for s in seen) == sorted(targets)}}))
+"""
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("group_range", ["1 0", OPEN_RANGE], ids=["raw", "datagram"])
+def test_multiping_10000_targets_all_alive(unpriv_user: priv.User, gpi_ns: priv.Netns,
+                                          helper_env: dict[str, str], v6: bool,
+                                          group_range: str) -> None:
+    gpi_ns.sysctl("net.ipv4.ping_group_range", group_range)
+    result = priv.run_json(unpriv_user, MULTIPING.format(v6=v6), netns=gpi_ns,
+                           env=helper_env, timeout=120)
+    assert result["n"] == result["distinct"] == 10000
+    assert result["all"]
+    assert result["sent"] == 10000
+    assert result["alive"] == 10000
+    assert result["dups"] == 0
+    assert result["transports"] == (["raw"] if group_range == "1 0" else ["datagram"])
+
+
+FLOW = """
+import json, socket
+from gprocket import icmp
+from gprocket._icmp_socket import open_icmp_socket
+targets = [f"127.1.{i >> 8}.{i & 255}" for i in range(2000)]
+out = {}
+for paced in (True, False):
+    isock = open_icmp_socket(socket.AF_INET, kind="raw", rcvbuf=16384)
+    engine = icmp._Engine(isock, icmp._Options(count=1, interval=1, timeout=0.5, size=56),
+                          lambda state: None)
+    if not paced:
+        engine.window = engine.batch = 10**6  # no flow control: send everything first
+    states = [icmp._State(i, t, t, (t, 0), 1) for i, t in enumerate(targets)]
+    engine.run(states)
+    isock.close()
+    out["paced" if paced else "unpaced"] = [engine.window, sum(len(s.replies) for s in states)]
+print(json.dumps(out))
+"""
+
+
+def test_flow_control_keeps_every_reply_with_a_small_receive_buffer(
+        unpriv_user: priv.User, gpi_ns: priv.Netns, helper_env: dict[str, str]) -> None:
+    result = priv.run_json(unpriv_user, FLOW, netns=gpi_ns, env=helper_env)
+    window, received = result["paced"]
+    assert window < 2000
+    assert received == 2000
+    # The control: the same buffer without pacing overflows and replies are lost.
+    assert result["unpaced"][1] < 2000
+
+
+FORGE = """
+import json, socket, struct, gevent
+from gprocket import icmp, _icmp_wire as wire
+from gprocket._icmp_socket import open_icmp_socket
+
+isock = open_icmp_socket(socket.AF_INET, kind="raw")
+engine = icmp._Engine(isock, icmp._Options(count=2, interval=0.3, timeout=0.6, size=56),
+                      lambda state: None)
+state = icmp._State(0, "127.0.0.2", "127.0.0.2", ("127.0.0.2", 0), 2)
+forger = open_icmp_socket(socket.AF_INET, kind="raw", source="127.0.0.2")
+
+def reply(seq, payload, *, bad_sum=False):
+    packet = bytearray(wire.build_echo(socket.AF_INET, engine.ident, seq, payload))
+    packet[0] = wire.ICMP_ECHOREPLY
+    packet[2:4] = b"\\0\\0"
+    packet[2:4] = wire.checksum(bytes(packet)).to_bytes(2, "big")
+    if bad_sum:
+        packet[-1] ^= 0xFF
+    forger.sock.sendto(bytes(packet), ("127.0.0.1", 0))
+
+def forge():
+    while ("127.0.0.2", 1) not in engine.table:
+        gevent.sleep(0.001)
+    first = engine.table[("127.0.0.2", 1)].payload
+    reply(1, first, bad_sum=True)                # corrupted
+    reply(1, b"WRONGCKE" + first[8:])            # somebody else's cookie
+    reply(1, first[:20])                         # truncated payload
+    while ("127.0.0.2", 2) not in engine.table:
+        gevent.sleep(0.001)
+    second = engine.table[("127.0.0.2", 2)].payload
+    reply(2, second)                             # the real thing
+    reply(2, second)                             # and a duplicate
+
+g = gevent.spawn(forge)
+engine.run([state])
+g.join()
+c = engine.counters
+print(json.dumps({"sent": state.sent, "seqs": [r.seq for r in state.replies],
+                  "dups": state.duplicates, "rejected": c.reasons, "mismatched": c.mismatched}))
+"""
+
+
+def test_forged_corrupted_and_truncated_replies_never_count(
+        unpriv_user: priv.User, gpi_ns: priv.Netns, helper_env: dict[str, str]) -> None:
+    # The kernel answers nothing: every reply the engine sees is forged here.
+    gpi_ns.sysctl("net.ipv4.icmp_echo_ignore_all", "1")
+    result = priv.run_json(unpriv_user, FORGE, netns=gpi_ns, env=helper_env)
+    assert result["sent"] == 2
+    assert result["seqs"] == [2]
+    assert result["dups"] == 1
+    assert result["rejected"] == {"bad ICMP checksum": 1}
+    assert result["mismatched"] == 2
+
+
+OTHERS = """
+import json, socket, subprocess
+from gprocket import icmp
+from gprocket._icmp_socket import open_icmp_socket
+other = subprocess.Popen(["ping", "-q", "-i", "0.01", "127.0.0.1"], stdout=subprocess.DEVNULL)
+isock = open_icmp_socket(socket.AF_INET, kind="raw")
+engine = icmp._Engine(isock, icmp._Options(count=4, interval=0.1, timeout=1, size=56),
+                      lambda state: None)
+state = icmp._State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 4)
+engine.run([state])
+other.terminate()
+other.wait()
+print(json.dumps([state.sent, len(state.replies), state.duplicates, engine.counters.foreign]))
+"""
+
+
+def test_other_processes_replies_never_count(unpriv_user: priv.User, gpi_ns: priv.Netns,
+                                             helper_env: dict[str, str]) -> None:
+    # iputils ping (file capability cap_net_raw) runs beside us on the same target.
+    gpi_ns.sysctl("net.ipv4.ping_group_range", OPEN_RANGE)
+    sent, received, dups, foreign = priv.run_json(unpriv_user, OTHERS, netns=gpi_ns,
+                                                  env=helper_env)
+    assert (sent, received, dups) == (4, 4, 0)
+    assert foreign > 0  # iputils' replies reached our raw socket and were refused
+
+
+def test_many_from_file_like_fping(unpriv_user: priv.User, gpi_ns: priv.Netns,
+                                   helper_env: dict[str, str], tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    # 192.0.2.1 has no route in the namespace: sendto fails, the host is unreachable.
+    hosts.write_text("127.0.0.1\n::1\n# a comment\n127.0.0.9\n2001:db8::7\n192.0.2.1\n")
+    code, out, err = _cli(unpriv_user, gpi_ns, helper_env, "--many", "-W", "0.5",
+                          "-f", "-", stdin=hosts.read_text())
+    assert code == 1, out + err
+    lines = {line.split(" :")[0].strip(): line for line in out.splitlines() if " : " in line}
+    assert set(lines) == {"127.0.0.1", "::1", "127.0.0.9", "2001:db8::7", "192.0.2.1"}
+    for alive in ("127.0.0.1", "::1", "127.0.0.9", "2001:db8::7"):
+        assert "xmt/rcv/%loss = 1/1/0%" in lines[alive]
+    assert "xmt/rcv/%loss = 1/0/100%" in lines["192.0.2.1"]
+    assert "5 targets\n4 alive\n1 unreachable" in out
+    witness = gpi_ns.exec(["fping", "-a", "-t", "500", "-f", str(hosts)], check=False)
+    assert sorted(witness.stdout.split()) == sorted(["127.0.0.1", "::1", "127.0.0.9",
+                                                     "2001:db8::7"])
+    assert witness.returncode == code == 1
+
+
+def test_no_route_is_an_error_like_iputils(unpriv_user: priv.User, gpi_ns: priv.Netns,
+                                           helper_env: dict[str, str]) -> None:
+    code, out, err = _cli(unpriv_user, gpi_ns, helper_env, "-c", "2", "-i", "0.1",
+                          "192.0.2.1")
+    assert code == 2, out + err
+    assert "Network is unreachable" in err
+    witness = gpi_ns.exec(["ping", "-c", "2", "-i", "0.1", "192.0.2.1"], check=False)
+    assert witness.returncode == 2
+    assert "Network is unreachable" in witness.stderr
+
+
+def test_setuid_helper_serves_ping_too(unpriv_user: priv.User, gpi_ns: priv.Netns,
+                                       installed_helper: Callable[..., Path]) -> None:
+    env = {"GPROCKET_HELPER": str(installed_helper(mode="setuid"))}
+    code, out, err = _cli(unpriv_user, gpi_ns, env, "-c", "2", "-i", "0.1", "::1")
+    assert code == 0, out + err
+    assert _stats(out) == (2, 2, 0.0)
+
+
+def test_other_user_without_the_helper_group_gets_a_clear_error(
+        other_user: priv.User, gpi_ns: priv.Netns, helper_env: dict[str, str]) -> None:
+    # Not in group "gprocket": cannot run the helper, and ping_group_range is closed.
+    code, out, err = _cli(other_user, gpi_ns, helper_env, "-c", "1", "127.0.0.1")
+    assert code == 2, out + err
+    # Every rung is explained, the datagram socket first, and both fixes are named.
+    assert "datagram: ICMP datagram socket refused: net.ipv4.ping_group_range is '1 0'" in err
+    assert "broker:" in err
+    assert "fix:" in err
+    assert "sysctl -w net.ipv4.ping_group_range=" in err

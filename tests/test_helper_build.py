@@ -1,0 +1,215 @@
+"""The C helper: hardened build, the shared vectors through its pure parser (plain
+and under ASan/UBSan), bounded fuzzing, and the behaviour that needs no other user.
+
+Privilege scenarios (setuid, file capabilities, sudo, hostile requests) live in
+tests/privileged/test_helper_security.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+HELPER_DIR = REPO / "helper"
+BINARY = REPO / "gprocket" / "_bin" / "gprocket-helper"
+HARDENING = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-D_FORTIFY_SOURCE=2",
+             "-fstack-protector-strong", "-fPIE", "-pie")
+FUZZ_SECONDS = 20  # per harness; two harnesses stay well inside CI's 60 s budget
+
+
+def make(*targets: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(["make", "-C", str(HELPER_DIR), *targets], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, f"make {' '.join(targets)} failed:\n{proc.stdout}{proc.stderr}"
+    return proc
+
+
+def readelf(*args: str) -> str:
+    return subprocess.run(["readelf", *args, str(BINARY)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def hello() -> bytes:
+    return struct.pack("<4sHHIH", b"GPRQ", 1, 192, 42, 4).ljust(192, b"\0")
+
+
+def test_build_uses_the_hardening_flags() -> None:
+    dry = make("-B", "-n").stdout
+    line = next(x for x in dry.splitlines() if "-o ../gprocket/_bin/gprocket-helper" in x)
+    assert all(flag in line.split() for flag in HARDENING), line
+    make()
+    assert BINARY.is_file() and os.access(BINARY, os.X_OK)
+
+
+def test_binary_is_pie_relro_now_with_canaries_and_fortify() -> None:
+    make()
+    assert "DYN (Position-Independent Executable file)" in readelf("-h")
+    dynamic = readelf("-d")
+    assert re.search(r"FLAGS_1.*\bNOW\b.*\bPIE\b", dynamic), dynamic
+    assert re.findall(r"Shared library: \[(.+?)\]", dynamic) == ["libc.so.6"]
+    segments = readelf("-lW")
+    assert "GNU_RELRO" in segments
+    stack = next(x for x in segments.splitlines() if "GNU_STACK" in x)
+    assert "RWE" not in stack
+    symbols = readelf("--dyn-syms", "-W")
+    assert "__stack_chk_fail" in symbols
+    assert re.search(r"__\w+_chk\b", symbols.replace("__stack_chk_fail", "")), "no FORTIFY"
+
+
+def test_file_caps_are_published_for_capsetup() -> None:
+    make()
+    caps = (REPO / "gprocket" / "_bin" / "gprocket-helper.caps").read_text().strip()
+    assert caps == make("-s", "print-file-caps").stdout.strip()
+    assert caps.endswith("+p") and "cap_setgid" in caps and "cap_setuid" not in caps
+
+
+def test_vectors_plain_and_under_asan_ubsan() -> None:
+    out = make("test").stdout
+    results = re.findall(r"test_parse: (\d+) vectors, (\d+) checks, (\d+) failures", out)
+    assert len(results) == 2, out  # plain build, then the sanitizer build
+    for vectors, checks, failures in results:
+        assert int(vectors) >= 25 and int(checks) > 1000 and failures == "0"
+
+
+def test_vectors_cover_every_errno_and_stage_the_parser_gives() -> None:
+    lines = [x.split() for x in (HELPER_DIR / "vectors.txt").read_text().splitlines()
+             if x.strip() and not x.startswith("#")]
+    assert all(len(x) == 4 for x in lines)
+    assert len({x[0] for x in lines}) == len(lines), "vector names must be unique"
+    outcomes = {(x[2], x[3]) for x in lines}
+    assert {("OK", "none"), ("EINVAL", "parse"), ("EPROTO", "parse"), ("EMSGSIZE", "parse"),
+            ("EPERM", "policy"), ("EAFNOSUPPORT", "policy")} <= outcomes
+
+
+def test_helper_source_stays_small_and_split() -> None:
+    sources = [HELPER_DIR / name for name in ("helper.c", "gp.c", "gp.h")]
+    total = sum(len(p.read_text().splitlines()) for p in sources)
+    assert total < 1000, f"{total} lines of C"
+    # The fuzzed half makes no system call that opens or changes anything.
+    pure = (HELPER_DIR / "gp.c").read_text()
+    for call in ("socket", "ioctl", "open", "openat", "setns", "syscall", "setresuid", "read",
+                 "malloc", "getenv", "fopen"):
+        assert not re.search(rf"\b{call}\(", pure), call
+
+
+@pytest.mark.skipif(shutil.which("clang") is None, reason="clang is part of the CI image")
+def test_fuzzers_run_clean(tmp_path: Path) -> None:
+    make("fuzz")
+    for harness, seeds in (("fuzz_request", "request"), ("fuzz_policy", "policy")):
+        corpus = tmp_path / harness
+        shutil.copytree(HELPER_DIR / "fuzz" / "corpus" / seeds, corpus)
+        proc = subprocess.run(
+            [str(HELPER_DIR / "build" / harness), f"-max_total_time={FUZZ_SECONDS}",
+             "-max_len=1024", "-print_final_stats=1", f"-artifact_prefix={tmp_path}/",
+             str(corpus)], capture_output=True, text=True, timeout=FUZZ_SECONDS + 60,
+            check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs = re.search(r"stat::number_of_executed_units:\s*(\d+)", proc.stderr)
+        assert runs and int(runs[1]) > 10_000, proc.stderr[-2000:]
+        assert not list(tmp_path.glob("crash-*")) and not list(tmp_path.glob("leak-*"))
+
+
+def test_version_and_usage() -> None:
+    make()
+    run = subprocess.run([str(BINARY), "--version"], capture_output=True, text=True,
+                         check=False)
+    assert (run.returncode, run.stdout) == (0, "gprocket-helper 1\n")
+    for argv in (["--help"], ["--broker", "--broker"], ["-"], [""]):
+        rc = subprocess.run([str(BINARY), *argv], capture_output=True, check=False).returncode
+        assert rc == 2
+
+
+@pytest.mark.parametrize("kind", ["devnull", "pipe", "stream", "dgram", "udp", "closed"])
+def test_channel_must_be_an_anonymous_seqpacket_pair(kind: str) -> None:
+    make()
+    keep: list[socket.socket] = []
+    if kind == "devnull":
+        stdin: int | None = os.open("/dev/null", os.O_RDONLY)
+    elif kind == "pipe":
+        stdin, wr = os.pipe()
+        os.close(wr)
+    elif kind == "udp":
+        keep = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM)]
+        stdin = keep[0].fileno()
+    elif kind == "closed":
+        stdin = None
+    else:
+        keep = list(socket.socketpair(socket.AF_UNIX, getattr(socket, f"SOCK_{kind.upper()}")))
+        stdin = keep[1].fileno()
+    try:
+        # fd 0 closed: the shell execs the helper with nothing on 0.
+        argv = ["sh", "-c", f'exec "{BINARY}" <&-'] if stdin is None else [str(BINARY)]
+        rc = subprocess.run(argv, stdin=stdin, capture_output=True, timeout=20,
+                            check=False).returncode
+        assert rc == 3
+    finally:
+        if kind in ("devnull", "pipe") and stdin is not None:
+            os.close(stdin)
+        for s in keep:
+            s.close()
+
+
+def test_one_shot_serves_exactly_one_request() -> None:
+    make()
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with mine:
+        proc = subprocess.Popen([str(BINARY)], stdin=theirs.fileno())
+        theirs.close()
+        mine.settimeout(20)
+        mine.send(hello())
+        reply = mine.recv(200)
+        assert reply[:4] == b"GPRP" and struct.unpack_from("<II", reply, 8) == (42, 0)
+        assert reply[36:].rstrip(b"\0").startswith(b"gprocket-helper 1 mode=")
+        assert proc.wait(timeout=20) == 0
+        assert mine.recv(200) == b""  # the helper is gone: EOF, not a second answer
+
+
+ERRNOS = {"OK": 0, "EINVAL": 22, "EPROTO": 71, "EMSGSIZE": 90, "EPERM": 1, "EACCES": 13,
+          "EAFNOSUPPORT": 97, "EPROTONOSUPPORT": 93}
+STAGES = ("none", "parse", "policy", "open", "bind", "configure", "namespace", "internal")
+
+
+def test_whole_helper_under_sanitizers_serves_every_vector() -> None:
+    """The privileged half too runs under ASan/UBSan (any report aborts it): every vector
+    through a real broker (as root, in a throwaway network namespace, default policy)."""
+    make("san")
+    vectors = [x.split() for x in (HELPER_DIR / "vectors.txt").read_text().splitlines()
+               if x.strip() and not x.startswith("#")]
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    proc = subprocess.Popen(["unshare", "--net", str(HELPER_DIR / "build" / "gprocket-helper-san"),
+                             "--broker"], stdin=theirs.fileno())
+    theirs.close()
+    try:
+        mine.settimeout(30)
+        served = 0
+        for name, hexdata, err, stage in vectors:
+            mine.send(bytes.fromhex(hexdata))
+            msg, anc, _flags, _addr = mine.recvmsg(200, socket.CMSG_SPACE(4))
+            assert len(msg) == 96, f"{name}: no reply, helper exit {proc.poll()}"
+            got_err, got_stage = struct.unpack_from("<iI", msg, 12)
+            if err == "OK" and got_err == 0:
+                served += 1
+            elif err == "OK":  # the kernel of an empty namespace may still say no
+                assert STAGES[got_stage] in ("open", "bind"), (name, msg[36:])
+            else:
+                assert (got_err, STAGES[got_stage]) == (ERRNOS[err], stage), name
+            for _level, _kind, data in anc:
+                os.close(struct.unpack("i", data[:4])[0])
+            mine.send(hello())  # keeps the malformed-in-a-row count low, shows it alive
+            assert struct.unpack_from("<i", mine.recv(200), 12)[0] == 0, name
+        assert served >= 10
+        mine.close()
+        assert proc.wait(timeout=30) == 0  # an ASan/UBSan report would abort instead
+    finally:
+        mine.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,45 @@
+"""gprocket._icmp_socket: argument checks and the error that explains the choice.
+
+Opening real sockets (datagram when ping_group_range allows, else raw through
+the helper) is shown by an unprivileged user in tests/privileged/test_ping_*.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import pytest
+
+import gprocket
+from gprocket import _icmp_socket as isock
+
+
+@pytest.mark.parametrize(("family", "expected"), [
+    ("inet", (socket.AF_INET, socket.IPPROTO_ICMP)),
+    (4, (socket.AF_INET, socket.IPPROTO_ICMP)),
+    (socket.AF_INET6, (socket.AF_INET6, socket.IPPROTO_ICMPV6)),
+    ("inet6", (socket.AF_INET6, socket.IPPROTO_ICMPV6)),
+])
+def test_family_names(family: object, expected: tuple[int, int]) -> None:
+    assert isock._family(family) == expected  # type: ignore[arg-type]
+
+
+def test_other_families_are_refused() -> None:
+    with pytest.raises(ValueError, match="inet or inet6"):
+        isock.open_icmp_socket("packet")
+
+
+def test_ladder_error_gains_the_datagram_attempt_and_its_fix() -> None:
+    ladder = gprocket.PrivilegeError(
+        "raw icmp socket (inet)",
+        (gprocket.Attempt("plain", "the kernel refused", errno.EPERM),),
+        "install the helper with: capsetup install")
+    refusal = PermissionError(errno.EACCES, "Permission denied")
+    err = isock._with_datagram_attempt(ladder, refusal)
+    assert isinstance(err, gprocket.PrivilegeError)
+    assert [a.rung for a in err.attempts] == ["datagram", "plain"]
+    assert err.attempts[0].errno == errno.EACCES
+    assert "ping_group_range" in err.attempts[0].reason
+    assert err.fix.startswith("install the helper with: capsetup install; or allow ping")
+    assert "datagram: ICMP datagram socket refused" in str(err)

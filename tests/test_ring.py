@@ -1,0 +1,234 @@
+"""gprocket.ring: the TPACKET_V3 receive ring and batched sending, on a real veth pair."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+
+import gevent
+import gevent.socket
+import pytest
+
+from gprocket import pcap, ring
+from gprocket._packet_lab import VethLab, ether_frame, inside, veth_lab
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[VethLab]:
+    with veth_lab("gpk") as made:
+        yield made
+
+
+@pytest.fixture(params=["speedups", "pure-python"])
+def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "pure-python":
+        monkeypatch.setattr(ring, "_packet_speed", None)
+    else:
+        assert ring.HAVE_SPEEDUPS, "build it: python -m gprocket._packet_build"
+    return str(request.param)
+
+
+def _packet_socket(ns: str) -> socket.socket:
+    with inside(ns):
+        return gevent.socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+
+
+def _frames(lab: VethLab, count: int) -> list[bytes]:
+    return [ether_frame(lab.mac_a, lab.mac_b, 0x88B5, struct.pack("!I", i) * (1 + i % 50))
+            for i in range(count)]
+
+
+@pytest.fixture
+def rx(lab: VethLab) -> Iterator[tuple[socket.socket, ring.RxRing]]:
+    sock = _packet_socket(lab.ns_a)
+    rx_ring = ring.RxRing(sock, block_size=1 << 16, block_count=8, timeout_ms=2)
+    sock.bind((lab.if_a, 3))
+    yield sock, rx_ring
+    rx_ring.close()
+    sock.close()
+
+
+@pytest.fixture
+def tx(lab: VethLab) -> Iterator[socket.socket]:
+    sock = _packet_socket(lab.ns_b)
+    sock.bind((lab.if_b, 0))
+    yield sock
+    sock.close()
+
+
+def _drain(rx_ring: ring.RxRing, timeout: float = 0.5) -> list[ring.RingFrame]:
+    out = []
+    for block in rx_ring.blocks(timeout=timeout):
+        out += [ring.RingFrame(memoryview(bytes(r.data)), r.sec, r.nsec, r.wire_len, r.ifindex,
+                               r.protocol, r.pkttype) for r in block.records()]
+    return out
+
+
+def test_ring_receives_every_frame_sent_in_batches(
+        impl: str, lab: VethLab, rx: tuple[socket.socket, ring.RxRing],
+        tx: socket.socket) -> None:
+    _, rx_ring = rx
+    frames = _frames(lab, 1000)
+    sender = ring.BatchSender(tx)
+    assert sender.send(frames) == 1000
+    assert sender.sent == 1000
+    got = _drain(rx_ring)
+    assert [bytes(r.data) for r in got] == frames
+    with inside(lab.ns_a):
+        index = socket.if_nametoindex(lab.if_a)
+    assert {(r.ifindex, r.protocol, r.pkttype) for r in got} == {(index, 0x88B5, 0)}
+    assert all(r.wire_len == len(r.data) for r in got)
+    stamps = [r.timestamp for r in got]
+    assert stamps == sorted(stamps)
+    assert rx_ring.stats() == ring.RingStats(1000, 0)
+
+
+def test_block_frames_are_views_into_the_ring(
+        lab: VethLab, rx: tuple[socket.socket, ring.RxRing], tx: socket.socket) -> None:
+    _, rx_ring = rx
+    frames = _frames(lab, 5)
+    ring.BatchSender(tx).send(frames)
+    block = rx_ring.next_block(timeout=5)
+    assert block is not None
+    with block:
+        views = block.frames()
+        assert all(isinstance(v, memoryview) and v.obj is block.view.obj for v in views)
+        assert [bytes(v) for v in views] == frames[: len(views)]
+        assert list(map(bytes, block)) == [bytes(v) for v in views]
+        assert len(block) == len(views)
+        assert block.wire_bytes() == sum(len(f) for f in frames[: len(views)])
+        del views
+    assert block.released
+    _drain(rx_ring)
+
+
+def test_pcap_records_equal_the_writer(
+        impl: str, lab: VethLab, rx: tuple[socket.socket, ring.RxRing], tx: socket.socket,
+        tmp_path: pytest.TempPathFactory) -> None:
+    _, rx_ring = rx
+    frames = _frames(lab, 20)
+    ring.BatchSender(tx).send(frames)
+    block = rx_ring.next_block(timeout=5)
+    assert block is not None
+    with block:
+        for nano in (False, True):
+            raw = block.pcap_records(40, nano)
+            _, records = pcap.read_pcap(
+                struct.pack("=IHHiIII", pcap.MAGIC_NSEC if nano else pcap.MAGIC_USEC, 2, 4, 0,
+                            0, 40, 1) + raw)
+            assert [r.data for r in records] == [f[:40] for f in frames[: block.count]]
+            assert [r.orig_len for r in records] == [len(f) for f in frames[: block.count]]
+            stamps = [(r.sec, r.frac) for r in records]
+            metas = [(r.sec, r.nsec if nano else r.nsec // 1000) for r in block.records()]
+            assert stamps == metas
+    _drain(rx_ring)
+
+
+def test_next_block_waits_cooperatively(rx: tuple[socket.socket, ring.RxRing]) -> None:
+    _, rx_ring = rx
+    ticks = 0
+
+    def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            gevent.sleep(0.001)
+
+    greenlet = gevent.spawn(ticker)
+    assert rx_ring.next_block(timeout=0.1) is None
+    greenlet.kill()
+    assert ticks > 0
+    assert rx_ring.poll_block() is None
+
+
+def test_full_ring_counts_kernel_drops(lab: VethLab, tx: socket.socket) -> None:
+    sock = _packet_socket(lab.ns_a)
+    small = ring.RxRing(sock, block_size=4096, block_count=2, frame_size=2048, timeout_ms=1)
+    sock.bind((lab.if_a, 3))
+    try:
+        ring.BatchSender(tx).send(_frames(lab, 300))
+        got = len(_drain(small, timeout=0.3))
+        stats = small.stats()
+        assert stats.dropped > 0
+        assert stats.received == got
+        assert stats.received + stats.dropped == 300
+    finally:
+        small.close()
+        sock.close()
+
+
+def test_close_refuses_while_frames_are_held(
+        lab: VethLab, tx: socket.socket) -> None:
+    sock = _packet_socket(lab.ns_a)
+    rx_ring = ring.RxRing(sock, block_size=1 << 16, block_count=2, timeout_ms=2)
+    sock.bind((lab.if_a, 3))
+    ring.BatchSender(tx).send(_frames(lab, 3))
+    block = rx_ring.next_block(timeout=5)
+    assert block is not None
+    held = block.frames()
+    with pytest.raises(BufferError, match="still referenced"):
+        rx_ring.close()
+    assert not rx_ring.closed
+    del held, block
+    rx_ring.close()
+    assert rx_ring.closed
+    with pytest.raises(ValueError, match="closed"):
+        rx_ring.next_block(0)
+    sock.close()
+
+
+def test_ring_size_errors(lab: VethLab) -> None:
+    sock = _packet_socket(lab.ns_a)
+    try:
+        with pytest.raises(ValueError, match="multiple of the page size"):
+            ring.RxRing(sock, block_size=5000)
+        first = ring.RxRing(sock, block_size=1 << 16, block_count=2)
+        with pytest.raises(OSError, match=r"PACKET_VERSION|PACKET_RX_RING"):
+            ring.RxRing(sock, block_size=1 << 16, block_count=2)
+        first.close()
+    finally:
+        sock.close()
+
+
+def test_batch_sender_errors_keep_errno(impl: str, lab: VethLab) -> None:
+    unbound = _packet_socket(lab.ns_b)
+    try:
+        with pytest.raises(OSError) as info:
+            ring.BatchSender(unbound).send([b"\0" * 60])
+        assert info.value.errno == 6  # ENXIO: no interface to send on
+        assert ring.BatchSender(unbound).send([]) == 0
+    finally:
+        unbound.close()
+
+
+def test_qdisc_bypass_still_delivers(lab: VethLab, rx: tuple[socket.socket, ring.RxRing],
+                                     tx: socket.socket) -> None:
+    _, rx_ring = rx
+    frames = _frames(lab, 100)
+    assert ring.BatchSender(tx, qdisc_bypass=True).send(frames) == 100
+    assert [bytes(r.data) for r in _drain(rx_ring)] == frames
+
+
+def test_tx_ring_sends_every_frame_identical(
+        impl: str, lab: VethLab, rx: tuple[socket.socket, ring.RxRing]) -> None:
+    _, rx_ring = rx
+    sock = _packet_socket(lab.ns_b)
+    sock.bind((lab.if_b, 0))
+    tx_ring = ring.TxRing(sock, frame_size=512, frame_count=64)
+    frames = _frames(lab, 300)
+    try:
+        # More frames than the ring holds: it must wrap around and wait.
+        assert tx_ring.send(frames) == 300
+        assert tx_ring.sent == 300
+        assert [bytes(r.data) for r in _drain(rx_ring)] == frames
+        with pytest.raises(ValueError, match="slots hold 464"):
+            tx_ring.send([b"\0" * 465])
+        assert tx_ring.send([]) == 0
+    finally:
+        tx_ring.close()
+        sock.close()
+    with pytest.raises(ValueError, match="closed"):
+        tx_ring.send(frames)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        ring.TxRing(sock, frame_size=100)

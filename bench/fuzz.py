@@ -6,7 +6,7 @@ second, corpus growth and crashes. The anchor is an empty harness built with the
 flags: its rate is libFuzzer's own ceiling on this machine, so "ratio" says what
 fraction of that ceiling the parser leaves.
 
-    PYTHONPATH=/work/main /opt/gprocket/venv/bin/python bench/fuzz.py [--seconds N]
+    /opt/gprocket/venv/bin/python bench/fuzz.py [--seconds N]
 
 Exit status 1 if any harness crashed (the reproducer is kept and named).
 """

@@ -1,11 +1,13 @@
 """Benchmark: one echo each to 1,000 and 10,000 local targets, IPv4 and IPv6.
 
-Compares gprocket.icmp.multiping with `fping -i 0` and icmplib's multiping
-(at the best of a few concurrencies), all inside a network namespace this
-script creates (127.0.0.0/8 and a local 2001:db8::/64 answer echo). Prints
-the median of REPEAT runs of each, the targets found alive, and the ratios.
+Compares gprocket.icmp.multiping (compiled engine on datagram and raw
+sockets, and the pure-Python fallback engine) with `fping -i 0` and
+icmplib's multiping (at the best of a few concurrencies), all inside a
+network namespace this script creates (127.0.0.0/8 and a local
+2001:db8::/64 answer echo). Prints the median of REPEAT interleaved runs of
+each, the targets found alive, and the ratios.
 
-    PYTHONPATH=/work/main /opt/gprocket/venv/bin/python bench/ping.py
+    /opt/gprocket/venv/bin/python bench/ping.py
 
 Needs root (it makes the namespace; inside it everything runs as root).
 """
@@ -23,8 +25,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 
-REPEAT = 5
+REPEAT = 9
+ICMPLIB_REPEAT = 3
 SIZES = (1000, 10000)
 ICMPLIB_CONCURRENCY = (100, 500, 2000)
 
@@ -35,19 +39,36 @@ def targets(family: int, n: int) -> list[str]:
     return [str(ipaddress.IPv6Address("2001:db8::") + i) for i in range(1, n + 1)]
 
 
-def median_run(run: Callable[[], int], repeat: int = REPEAT) -> tuple[float, int]:
-    """Median wall time of `repeat` runs, and the smallest alive count seen."""
-    times, alive = [], []
+def timed(run: Callable[[], int]) -> tuple[float, int]:
+    start = time.perf_counter()
+    alive = run()
+    return time.perf_counter() - start, alive
+
+
+def interleaved(runs: dict[str, Callable[[], int]],
+                repeat: int = REPEAT) -> dict[str, tuple[float, int]]:
+    """Median wall time of each run and the smallest alive count it saw.
+
+    The runs take turns, round after round, so that a slow spell of a shared
+    machine hits them all alike instead of one.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    alive: dict[str, list[int]] = {name: [] for name in runs}
     for _ in range(repeat):
-        start = time.perf_counter()
-        alive.append(run())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), min(alive)
+        for name, run in runs.items():
+            took, found = timed(run)
+            times[name].append(took)
+            alive[name].append(found)
+    return {name: (statistics.median(times[name]), min(alive[name])) for name in runs}
 
 
-def run_gprocket(addrs: list[str], kind: str) -> int:
+def run_gprocket(addrs: list[str], kind: str, engine: str) -> int:
     from gprocket import icmp
-    hosts = icmp.multiping(addrs, timeout=2, socket_kind=kind)  # type: ignore[arg-type]
+    os.environ["GPROCKET_ICMP_ENGINE"] = engine
+    try:
+        hosts = icmp.multiping(addrs, timeout=2, socket_kind=kind)  # type: ignore[arg-type]
+    finally:
+        del os.environ["GPROCKET_ICMP_ENGINE"]
     return sum(h.is_alive for h in hosts)
 
 
@@ -64,6 +85,22 @@ def run_icmplib(addrs: list[str], concurrency: int, privileged: bool) -> int:
     return sum(h.is_alive for h in hosts)
 
 
+def best_icmplib(addrs: list[str]) -> tuple[float, int, str]:
+    """icmplib at its best: every setting tried once, the fastest timed again."""
+    best: tuple[float, int, int, bool] | None = None
+    for concurrency in ICMPLIB_CONCURRENCY:
+        for privileged in (True, False):
+            took, alive = timed(partial(run_icmplib, addrs, concurrency, privileged))
+            if best is None or took < best[0]:
+                best = (took, alive, concurrency, privileged)
+    assert best is not None
+    _, _, concurrency, privileged = best
+    label = f"{concurrency}/{'raw' if privileged else 'dgram'}"
+    again = interleaved({"icmplib": partial(run_icmplib, addrs, concurrency, privileged)},
+                        repeat=ICMPLIB_REPEAT)["icmplib"]
+    return again[0], again[1], label
+
+
 def inside() -> None:
     rows = []
     for family in (4, 6):
@@ -73,51 +110,49 @@ def inside() -> None:
                 handle.write("\n".join(addrs) + "\n")
                 path = handle.name
             try:
-                ours_dgram = median_run(lambda a=addrs: run_gprocket(a, "datagram"))
-                ours_raw = median_run(lambda a=addrs: run_gprocket(a, "raw"))
-                fping = median_run(lambda p=path: run_fping(p))
-                best: tuple[float, int, str] | None = None
-                for concurrency in ICMPLIB_CONCURRENCY:
-                    for privileged in (True, False):
-                        start = time.perf_counter()
-                        alive = run_icmplib(addrs, concurrency, privileged)
-                        took = time.perf_counter() - start
-                        label = f"{concurrency}/{'raw' if privileged else 'dgram'}"
-                        if best is None or took < best[0]:
-                            best = (took, alive, label)
-                assert best is not None
-                conc, priv = best[2].split("/")
-                icmplib_t = median_run(
-                    lambda a=addrs, c=int(conc), p=(priv == "raw"): run_icmplib(a, c, p),
-                    repeat=3)
+                got = interleaved({
+                    "c_dgram": partial(run_gprocket, addrs, "datagram", "c"),
+                    "c_raw": partial(run_gprocket, addrs, "raw", "c"),
+                    "py_dgram": partial(run_gprocket, addrs, "datagram", "python"),
+                    "fping": partial(run_fping, path),
+                })
+                icmplib_time, icmplib_alive, label = best_icmplib(addrs)
             finally:
                 os.unlink(path)
-            rows.append({"family": family, "n": n, "ours_dgram": ours_dgram,
-                         "ours_raw": ours_raw, "fping": fping, "icmplib": icmplib_t,
-                         "icmplib_best": best[2]})
+            row: dict[str, object] = {"family": family, "n": n, "icmplib_best": label,
+                                      "icmplib": [icmplib_time, icmplib_alive]}
+            row.update({name: list(value) for name, value in got.items()})
+            rows.append(row)
     print(json.dumps(rows))
 
 
+def _pair(row: dict[str, object], key: str) -> tuple[float, int]:
+    value = row[key]
+    assert isinstance(value, list)
+    return float(value[0]), int(value[1])
+
+
 def report(rows: list[dict[str, object]]) -> None:
-    head = (f"{'family':<6} {'targets':>7}  {'gprocket dgram':>15} {'gprocket raw':>13} "
-            f"{'fping -i 0':>11} {'icmplib':>11}  {'dgram/fping':>11} {'icmplib/dgram':>13}"
-            f"  alive (ours/raw/fping/icmplib)  icmplib best")
+    head = (f"{'family':<6} {'targets':>7} | {'C dgram':>8} {'C raw':>8} {'py dgram':>8} "
+            f"{'fping':>8} {'icmplib':>8} | {'dgram/fping':>11} {'raw/fping':>9} "
+            f"{'icmplib/dgram':>13} {'icmplib/raw':>11} | alive C-d/C-r/py/fping/icmplib"
+            f" | icmplib best")
     print(head)
     print("-" * len(head))
     for row in rows:
-        dgram, raw, fping, icmp_ = (row[k] for k in ("ours_dgram", "ours_raw", "fping",
-                                                       "icmplib"))
-        assert isinstance(dgram, list | tuple) and isinstance(raw, list | tuple)
-        assert isinstance(fping, list | tuple) and isinstance(icmp_, list | tuple)
-        print(f"IPv{row['family']:<2}   {row['n']:>7}  {dgram[0] * 1000:>12.1f} ms "
-              f"{raw[0] * 1000:>10.1f} ms {fping[0] * 1000:>8.1f} ms "
-              f"{icmp_[0] * 1000:>8.1f} ms  {dgram[0] / fping[0]:>10.2f}x "
-              f"{icmp_[0] / dgram[0]:>12.1f}x  "
-              f"{dgram[1]}/{raw[1]}/{fping[1]}/{icmp_[1]}  {row['icmplib_best']}")
-    print(f"\nmedian of {REPEAT} runs each (icmplib: 3, at the best of "
-          f"{len(ICMPLIB_CONCURRENCY) * 2} settings tried once); dgram/fping: gprocket's "
-          "time as a fraction of fping's (target <= 0.8); icmplib/dgram: how many times "
-          "faster than icmplib (target >= 8).")
+        c_dgram, c_raw, py_dgram, fping, icmp_ = (
+            _pair(row, k) for k in ("c_dgram", "c_raw", "py_dgram", "fping", "icmplib"))
+        ms = [f"{v[0] * 1000:>8.1f}" for v in (c_dgram, c_raw, py_dgram, fping, icmp_)]
+        print(f"IPv{row['family']:<3}  {row['n']:>7} | {' '.join(ms)} | "
+              f"{c_dgram[0] / fping[0]:>10.2f}x {c_raw[0] / fping[0]:>8.2f}x "
+              f"{icmp_[0] / c_dgram[0]:>12.1f}x {icmp_[0] / c_raw[0]:>10.1f}x | "
+              f"{c_dgram[1]}/{c_raw[1]}/{py_dgram[1]}/{fping[1]}/{icmp_[1]}"
+              f" | {row['icmplib_best']}")
+    print(f"\ntimes in ms, median of {REPEAT} interleaved runs each (icmplib: "
+          f"{ICMPLIB_REPEAT}, at the fastest of {len(ICMPLIB_CONCURRENCY) * 2} settings "
+          "tried once). C: the compiled engine (gprocket._icmp_speed); py: the pure-Python "
+          "fallback. x/fping: gprocket's time as a fraction of fping's (target <= 0.8); "
+          "icmplib/x: how many times faster than icmplib (target >= 8).")
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """Ping a few hosts while another greenlet keeps working; then sweep a subnet.
 
-    PYTHONPATH=/work/main /opt/gprocket/venv/bin/python examples/ping.py [HOST ...]
+    /opt/gprocket/venv/bin/python examples/ping.py [HOST ...]
 
 Works unprivileged: an ICMP datagram socket when net.ipv4.ping_group_range
 allows it, else a raw socket from the gprocket helper (capsetup install).

@@ -3,7 +3,7 @@
 setup.py builds every ``gprocket/_*_build.py`` that defines ``ffibuilder``.
 In a development tree, build in place with::
 
-    /opt/gprocket/venv/bin/python -m gprocket._icmp_build
+    python -m gprocket._icmp_build      # in a checkout, for tests run from the tree
 
 Without the compiled module ``gprocket.icmp`` uses its pure-Python engine
 (same matching, same results, slower).
@@ -37,12 +37,13 @@ typedef struct {
     uint8_t *ev_addr;      /* 16 bytes an event: the error's reporter */
     int64_t own_requests, foreign, rejected, mismatched, late;
     int64_t reasons[8];
+    int32_t *tsent;        /* requests sent to each target so far */
     ...;
 } gpi_ctx;
 
 gpi_ctx *gpi_new(int fd, int family, int raw, int ident, int size, int count,
                  int64_t interval_ns, int64_t timeout_ns, int n, const uint8_t *addrs,
-                 const uint32_t *scopes, int seq0);
+                 const uint32_t *scopes, int seq0, int ring);
 void gpi_free(gpi_ctx *c);
 int gpi_step(gpi_ctx *c);
 int gpi_seq(gpi_ctx *c);
@@ -67,7 +68,7 @@ SOURCE = r"""
 #define GPI_WRITE 2
 #define GPI_AGAIN 3
 
-enum { EV_REPLY = 1, EV_DUP = 2, EV_ERROR = 3, EV_SENDFAIL = 4, EV_DONE = 5 };
+enum { EV_REPLY = 1, EV_DUP = 2, EV_ERROR = 3, EV_SENDFAIL = 4, EV_DONE = 5, EV_FINAL = 0x100 };
 /* Rejection reasons, named on the Python side (_icmp_fast.REASONS). */
 enum { R_TRUNC = 0, R_SUM, R_NOTICMP, R_BADIP, R_QUOTE, R_UNKNOWN, R_CODE, R_BIG };
 
@@ -76,6 +77,8 @@ enum { R_TRUNC = 0, R_SUM, R_NOTICMP, R_BADIP, R_QUOTE, R_UNKNOWN, R_CODE, R_BIG
 #define F_REPLIED 1
 #define F_INWIN 2
 
+/* Probe slots form a ring: probe p lives in slot p % cap. */
+#define PI(p) ((size_t)((p) % c->cap))
 #define EV_CAP 4096
 #define RBATCH 32
 #define RECV_MAX 1024  /* packets read in one step: keeps each call short */
@@ -141,7 +144,7 @@ void gpi_free(gpi_ctx *c) {
 
 gpi_ctx *gpi_new(int fd, int family, int raw, int ident, int size, int count,
                  int64_t interval_ns, int64_t timeout_ns, int n, const uint8_t *addrs,
-                 const uint32_t *scopes, int seq0)
+                 const uint32_t *scopes, int seq0, int ring)
 {
     gpi_ctx *c = calloc(1, sizeof(*c));
     int alen = family == AF_INET6 ? 16 : 4, i;
@@ -150,7 +153,9 @@ gpi_ctx *gpi_new(int fd, int family, int raw, int ident, int size, int count,
     c->size = size; c->count = count; c->interval_ns = interval_ns;
     c->timeout_ns = timeout_ns; c->n = n; c->seq0 = seq0;
     c->cookie_len = size < 8 ? size : 8;
-    c->cap = n * count;
+    /* Room for every probe, or for as many as can be live (sent, not yet
+       forgotten) at once; sending waits when the ring is full. */
+    c->cap = n * count < ring ? n * count : ring;
     c->remaining = n;
     c->cookie_used = sizeof(c->cookies);
     c->window = c->batch = 1;
@@ -206,16 +211,20 @@ static int event(gpi_ctx *c, int kind, int target, int seq, int ttl, int64_t val
     return e;
 }
 
-static void finish(gpi_ctx *c, int p) {
-    int t = c->ptarget[p];
-    c->pstate[p] = ST_DONE;
-    if (c->pflags[p] & F_INWIN) {
-        c->pflags[p] &= ~F_INWIN;
+/* Probe p is over. If that completes its target, say so: by marking event e
+   (the reply, error or failure that ended it; it has then sent `count`), or
+   with an EV_DONE event of its own. */
+static void finish(gpi_ctx *c, int p, int e) {
+    int t = c->ptarget[PI(p)];
+    c->pstate[PI(p)] = ST_DONE;
+    if (c->pflags[PI(p)] & F_INWIN) {
+        c->pflags[PI(p)] &= ~F_INWIN;
         c->outstanding--;
     }
     if (--c->tpending[t] == 0 && c->tsent[t] >= c->count) {
         c->remaining--;
-        event(c, EV_DONE, t, 0, -1, c->tsent[t]);
+        if (e >= 0) c->ev_kind[e] |= EV_FINAL;
+        else event(c, EV_DONE, t, 0, -1, c->tsent[t]);
     }
 }
 
@@ -233,14 +242,14 @@ static int lookup(gpi_ctx *c, int seq, const uint8_t *addr, uint32_t scope) {
     if (first >= c->nprobes) return -1;
     p = first + ((c->nprobes - 1 - first) / 65536) * 65536;
     for (; p >= first; p -= 65536)
-        if (same_addr(c, c->ptarget[p], addr, scope)) return p;
+        if (same_addr(c, c->ptarget[PI(p)], addr, scope)) return p;
     return -1;
 }
 
 static int payload_ok(gpi_ctx *c, int p, const uint8_t *pl, size_t len) {
     int cl = c->cookie_len;
     if (len != (size_t)c->size) return 0;
-    if (memcmp(pl, c->pcookie + (size_t)p * 8, (size_t)cl) != 0) return 0;
+    if (memcmp(pl, c->pcookie + PI(p) * 8, (size_t)cl) != 0) return 0;
     return memcmp(pl + cl, c->fill + cl, (size_t)(c->size - cl)) == 0;
 }
 
@@ -251,15 +260,14 @@ static void echo_reply(gpi_ctx *c, int ident, int seq, const uint8_t *addr, uint
     if (ident != c->ident) { c->foreign++; return; }
     p = lookup(c, seq, addr, scope);
     if (p < 0 || !payload_ok(c, p, pl, len)) { c->mismatched++; return; }
-    t = c->ptarget[p];
-    rtt = stamp - c->psent_ns[p];
+    t = c->ptarget[PI(p)];
+    rtt = stamp - c->psent_ns[PI(p)];
     if (rtt < 0) rtt = 0;  /* the wall clock stepped back between send and receive */
-    if (c->pstate[p] == ST_WAIT) {
+    if (c->pstate[PI(p)] == ST_WAIT) {
         if (rtt > c->max_rtt_ns) c->max_rtt_ns = rtt;
-        c->pflags[p] |= F_REPLIED;
-        event(c, EV_REPLY, t, seq, ttl, rtt);
-        finish(c, p);
-    } else if (c->pflags[p] & F_REPLIED) {
+        c->pflags[PI(p)] |= F_REPLIED;
+        finish(c, p, event(c, EV_REPLY, t, seq, ttl, rtt));
+    } else if (c->pflags[PI(p)] & F_REPLIED) {
         event(c, EV_DUP, t, seq, ttl, rtt);
     } else {
         c->late++;  /* after its timeout: neither a reply nor a duplicate */
@@ -273,26 +281,26 @@ static void icmp_error(gpi_ctx *c, const uint8_t *target, uint32_t tscope, int s
     size_t q;
     int64_t rtt;
     p = lookup(c, seq, target, tscope);
-    if (p < 0 || c->pstate[p] != ST_WAIT) { c->mismatched++; return; }
+    if (p < 0 || c->pstate[PI(p)] != ST_WAIT) { c->mismatched++; return; }
     /* Routers may quote only part of the payload: compare what they quoted. */
     q = len < 8 ? len : 8;
     if (q > (size_t)c->cookie_len) {
-        if (memcmp(pl, c->pcookie + (size_t)p * 8, (size_t)c->cookie_len) != 0 ||
+        if (memcmp(pl, c->pcookie + PI(p) * 8, (size_t)c->cookie_len) != 0 ||
             memcmp(pl + c->cookie_len, c->fill + c->cookie_len, q - c->cookie_len) != 0) {
             c->mismatched++;
             return;
         }
-    } else if (memcmp(pl, c->pcookie + (size_t)p * 8, q) != 0) {
+    } else if (memcmp(pl, c->pcookie + PI(p) * 8, q) != 0) {
         c->mismatched++;
         return;
     }
-    rtt = stamp - c->psent_ns[p];
+    rtt = stamp - c->psent_ns[PI(p)];
     if (rtt < 0) rtt = 0;
-    e = event(c, EV_ERROR, c->ptarget[p], seq, -1, rtt);
+    e = event(c, EV_ERROR, c->ptarget[PI(p)], seq, -1, rtt);
     c->ev_type[e] = type; c->ev_code[e] = code; c->ev_family[e] = rfamily;
     c->ev_scope[e] = rscope;
     if (rfamily) memcpy(c->ev_addr + (size_t)e * 16, reporter, rfamily == AF_INET6 ? 16 : 4);
-    finish(c, p);
+    finish(c, p, e);
 }
 
 static void reject(gpi_ctx *c, int reason) { c->rejected++; c->reasons[reason]++; }
@@ -514,6 +522,7 @@ static int send_one(gpi_ctx *c, int t, int64_t now) {
     int64_t stamp = 0;
     ssize_t r = -1;
     int err = 0;
+    const uint8_t *to_addr;
     if (c->cookie_used + 8 > (int)sizeof(c->cookies)) {
         if (getrandom(c->cookies, sizeof(c->cookies), 0) != (ssize_t)sizeof(c->cookies))
             return -1;
@@ -550,23 +559,26 @@ static int send_one(gpi_ctx *c, int t, int64_t now) {
         if (r >= 0 || err == EAGAIN || err == EWOULDBLOCK || c->raw) break;
     }
     if (r < 0 && (err == EAGAIN || err == EWOULDBLOCK)) return 0;
+    to_addr = c->addrs + (size_t)t * (c->v6 ? 16 : 4);
     /* The sequence wrapped onto a request to the same target still waiting: retire it. */
     for (old = p - 65536; old >= c->ret_head; old -= 65536)
-        if (c->pstate[old] == ST_WAIT && c->ptarget[old] == t) finish(c, old);
+        if (c->pstate[PI(old)] == ST_WAIT &&
+            same_addr(c, c->ptarget[PI(old)], to_addr, c->v6 ? c->scopes[t] : 0))
+            finish(c, old, -1);
     c->nprobes++;
-    c->ptarget[p] = t;
-    c->psent_ns[p] = stamp;
-    c->psent_mono[p] = now;
-    memcpy(c->pcookie + (size_t)p * 8, c->cookies + c->cookie_used, 8);
+    c->pstate[PI(p)] = ST_WAIT;
+    c->ptarget[PI(p)] = t;
+    c->psent_ns[PI(p)] = stamp;
+    c->psent_mono[PI(p)] = now;
+    memcpy(c->pcookie + PI(p) * 8, c->cookies + c->cookie_used, 8);
     c->cookie_used += 8;
     c->tsent[t]++;
     c->tpending[t]++;
     if (r < 0) {
-        event(c, EV_SENDFAIL, t, seq, -1, err);
-        c->pflags[p] = 0;
-        finish(c, p);
+        c->pflags[PI(p)] = 0;
+        finish(c, p, event(c, EV_SENDFAIL, t, seq, -1, err));
     } else {
-        c->pflags[p] = F_INWIN;
+        c->pflags[PI(p)] = F_INWIN;
         c->outstanding++;
     }
     if (c->tsent[t] < c->count) {
@@ -585,6 +597,7 @@ int gpi_step(gpi_ctx *c) {
     while (sent < room && c->nev + 8 < EV_CAP) {
         int t, r;
         int from_queue = 0;
+        if (c->nprobes - c->ret_head >= c->cap) break;  /* the ring is full */
         if (c->fresh < c->n) t = c->fresh;
         else if (c->qhead < c->qtail && c->qdue[c->qhead % c->n] <= now) {
             t = c->qtarget[c->qhead % c->n];
@@ -604,37 +617,41 @@ int gpi_step(gpi_ctx *c) {
     if (hold < 50000000LL) hold = 50000000LL;
     if (hold > c->timeout_ns) hold = c->timeout_ns;
     while (c->win_head < c->nprobes &&
-           (!(c->pflags[c->win_head] & F_INWIN) || now - c->psent_mono[c->win_head] >= hold)) {
-        if (c->pflags[c->win_head] & F_INWIN) {
-            c->pflags[c->win_head] &= ~F_INWIN;
+           (!(c->pflags[PI(c->win_head)] & F_INWIN) ||
+            now - c->psent_mono[PI(c->win_head)] >= hold)) {
+        if (c->pflags[PI(c->win_head)] & F_INWIN) {
+            c->pflags[PI(c->win_head)] &= ~F_INWIN;
             c->outstanding--;
         }
         c->win_head++;
     }
     while (c->exp_head < c->nprobes &&
-           c->psent_mono[c->exp_head] + c->timeout_ns <= now && c->nev + 2 < EV_CAP) {
-        if (c->pstate[c->exp_head] == ST_WAIT) finish(c, c->exp_head);
+           c->psent_mono[PI(c->exp_head)] + c->timeout_ns <= now && c->nev + 2 < EV_CAP) {
+        if (c->pstate[PI(c->exp_head)] == ST_WAIT) finish(c, c->exp_head, -1);
         c->exp_head++;
     }
     /* Forget a request one more timeout later: until then a repeat of its
        reply is still recognised as a duplicate (or as late). */
     while (c->ret_head < c->exp_head &&
-           c->psent_mono[c->ret_head] + 2 * c->timeout_ns <= now)
+           c->psent_mono[PI(c->ret_head)] + 2 * c->timeout_ns <= now)
         c->ret_head++;
     if (!c->remaining) { c->status = GPI_DONE; return c->nev; }
     if (more || c->nev + 4 >= EV_CAP) { c->status = GPI_AGAIN; return c->nev; }
     if (blocked) { c->status = GPI_WRITE; return c->nev; }
     if (sent) { c->status = GPI_AGAIN; return c->nev; }
     wake = INT64_MAX;
-    if (c->outstanding < c->window) {
+    if (c->outstanding < c->window && c->nprobes - c->ret_head < c->cap) {
         if (c->fresh < c->n) wake = now;
         else if (c->qhead < c->qtail && c->qdue[c->qhead % c->n] < wake)
             wake = c->qdue[c->qhead % c->n];
     }
-    if (c->exp_head < c->nprobes && c->psent_mono[c->exp_head] + c->timeout_ns < wake)
-        wake = c->psent_mono[c->exp_head] + c->timeout_ns;
-    if (c->win_head < c->nprobes && c->psent_mono[c->win_head] + hold < wake)
-        wake = c->psent_mono[c->win_head] + hold;
+    if (c->nprobes - c->ret_head >= c->cap &&
+        c->psent_mono[PI(c->ret_head)] + 2 * c->timeout_ns < wake)
+        wake = c->psent_mono[PI(c->ret_head)] + 2 * c->timeout_ns;
+    if (c->exp_head < c->nprobes && c->psent_mono[PI(c->exp_head)] + c->timeout_ns < wake)
+        wake = c->psent_mono[PI(c->exp_head)] + c->timeout_ns;
+    if (c->win_head < c->nprobes && c->psent_mono[PI(c->win_head)] + hold < wake)
+        wake = c->psent_mono[PI(c->win_head)] + hold;
     c->wake_ns = wake;
     c->status = wake <= now ? GPI_AGAIN : GPI_READ;
     return c->nev;

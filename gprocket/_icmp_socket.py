@@ -15,13 +15,14 @@ import errno
 import os
 import random
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Literal
 
 import gprocket
 from gprocket import _icmp_wire as wire
 
-__all__ = ["IcmpSocket", "SocketKind", "open_icmp_socket"]
+__all__ = ["IcmpSocket", "SocketKind", "icmp4_filter", "open_icmp_socket"]
 
 SocketKind = Literal["auto", "datagram", "raw"]
 
@@ -32,6 +33,8 @@ IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
 ICMP6_FILTER = 1
+SOL_RAW = 255
+ICMP_FILTER = 1
 
 # Datagram socket errnos that mean "not allowed / not available here", so a
 # raw socket through the ladder may still work:
@@ -55,6 +58,7 @@ class IcmpSocket:
     rung: str
     ident: int
     rcvbuf: int
+    filtered: bool = False  # the kernel drops ICMP types that cannot be answers
 
     def close(self) -> None:
         self.sock.close()
@@ -121,21 +125,40 @@ def _set_rcvbuf(sock: socket.socket, wanted: int) -> int:
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
 
+def icmp4_filter(passing: frozenset[int] | set[int]) -> bytes:
+    """The ICMP_FILTER mask for a raw IPv4 socket passing only ``passing`` types.
+
+    A set bit drops the type; types 32 and above always pass (Linux).
+    """
+    mask = 0xFFFFFFFF
+    for kind in passing:
+        if not 0 <= kind <= 31:
+            raise ValueError(f"ICMP_FILTER covers types 0..31, not {kind}")
+        mask &= ~(1 << kind)
+    return mask.to_bytes(4, sys.byteorder)
+
+
 def open_icmp_socket(family: int | str, *, kind: SocketKind = "auto",
                      source: str | None = None, interface: str | None = None,
                      ttl: int | None = None, rcvbuf: int = _DEFAULT_RCVBUF,
                      strategies: str | list[str] | tuple[str, ...] | None = None,
-                     helper: str | None = None) -> IcmpSocket:
+                     helper: str | None = None, kernel_filter: bool = True) -> IcmpSocket:
     """Open and configure one ICMP (or ICMPv6) socket for echo.
 
     ``kind`` "auto" tries the datagram socket and falls back to a raw socket
-    through the ladder; "datagram" or "raw" insist. Raises PrivilegeError
-    when no rung can provide a raw socket, OSError for anything else.
+    through the ladder; "datagram" or "raw" insist. A raw socket gets a
+    kernel filter (ICMP_FILTER, ICMP6_FILTER) passing only echo replies and
+    errors, so it neither queues every echo request on the host, our own
+    included, nor wastes receive buffer on them; ``kernel_filter=False``
+    leaves it unfiltered (the matcher copes either way). Raises
+    PrivilegeError when no rung can provide a raw socket, OSError for
+    anything else.
     """
     af, proto = _family(family)
     sock: socket.socket | None = None
     refusal: OSError | None = None
     rung = "plain"
+    filtered = False
     if kind in ("auto", "datagram"):
         got = _datagram(af, proto)
         if isinstance(got, OSError):
@@ -174,8 +197,13 @@ def open_icmp_socket(family: int | str, *, kind: SocketKind = "auto",
             ident = random.getrandbits(16)
             if af == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
-                sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, wire.icmp6_filter(
-                    {wire.ICMP6_ECHO_REPLY} | set(wire.ICMP6_ERRORS)))
+                if kernel_filter:
+                    sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, wire.icmp6_filter(
+                        {wire.ICMP6_ECHO_REPLY} | set(wire.ICMP6_ERRORS)))
+            elif kernel_filter:
+                sock.setsockopt(SOL_RAW, ICMP_FILTER, icmp4_filter(
+                    {wire.ICMP_ECHOREPLY} | set(wire.ICMP4_ERRORS)))
+            filtered = kernel_filter
         if ttl is not None:
             if af == socket.AF_INET:
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
@@ -188,4 +216,4 @@ def open_icmp_socket(family: int | str, *, kind: SocketKind = "auto",
         if sock is not None:
             sock.close()
         raise
-    return IcmpSocket(sock, af, found, rung, ident, budget)
+    return IcmpSocket(sock, af, found, rung, ident, budget, filtered)

@@ -3,7 +3,7 @@
 setup.py builds every ``gprocket/_*_build.py`` that defines ``ffibuilder``.
 In a development tree, build in place with::
 
-    /opt/gprocket/venv/bin/python -m gprocket._packet_build
+    python -m gprocket._packet_build    # in a checkout, for tests run from the tree
 
 Without the compiled module the packet layer falls back to pure Python
 (same results, slower).
@@ -18,13 +18,13 @@ from pathlib import Path
 import cffi
 
 CDEF = """
-int gpk_walk_block(const uint8_t *block, uint32_t *start, uint32_t *end, uint32_t *meta,
-                   int max);
+int gpk_walk_block(const uint8_t *block, uint32_t *start, uint32_t *end, int max);
+int gpk_block_meta(const uint8_t *block, uint32_t *meta, int max);
 long gpk_block_to_pcap(const uint8_t *block, uint8_t *dst, size_t cap, uint32_t snaplen,
                        int nsec, uint32_t *count, uint64_t *bytes);
-int gpk_send_batch(int fd, const uint8_t *buf, const uint32_t *lens, int n);
+int gpk_send_batch(int fd, const uint8_t *buf, const uint32_t *lens, int n, size_t *used);
 int gpk_tx_fill(uint8_t *ring, uint32_t frame_size, uint32_t frame_nr, uint32_t *cursor,
-                const uint8_t *buf, const uint32_t *lens, int n);
+                const uint8_t *buf, const uint32_t *lens, int n, size_t *used, int vnet);
 """
 
 SOURCE = r"""
@@ -36,12 +36,9 @@ SOURCE = r"""
 #include <arpa/inet.h>
 #include <linux/if_packet.h>
 
-/* One TPACKET_V3 block -> per frame: start and end of the captured data
-   (offsets from the block start), and 5 meta words: wire length, seconds,
-   nanoseconds, ifindex, ethertype << 16 | packet type (from the sockaddr_ll
-   the kernel puts after the header). Separate arrays let Python unpack only what it uses. */
-int gpk_walk_block(const uint8_t *block, uint32_t *start, uint32_t *end, uint32_t *meta,
-                   int max)
+/* One TPACKET_V3 block -> start and end of each frame's captured data
+   (offsets from the block start): all Python needs to slice the frames. */
+int gpk_walk_block(const uint8_t *block, uint32_t *start, uint32_t *end, int max)
 {
     const struct tpacket_block_desc *bd = (const struct tpacket_block_desc *)block;
     uint32_t n = bd->hdr.bh1.num_pkts;
@@ -55,8 +52,28 @@ int gpk_walk_block(const uint8_t *block, uint32_t *start, uint32_t *end, uint32_
         h = (const struct tpacket3_hdr *)(block + off);
         start[i] = off + h->tp_mac;
         end[i] = off + h->tp_mac + h->tp_snaplen;
-        const struct sockaddr_ll *ll = (const struct sockaddr_ll *)
-            ((const uint8_t *)h + TPACKET_ALIGN(sizeof(*h)));
+        off += h->tp_next_offset;
+    }
+    return i;
+}
+
+/* The same block -> 5 words per frame: wire length, seconds, nanoseconds,
+   ifindex, ethertype << 16 | packet type (from the sockaddr_ll the kernel
+   puts after the header). Separate from the walk: most consumers never ask. */
+int gpk_block_meta(const uint8_t *block, uint32_t *meta, int max)
+{
+    const struct tpacket_block_desc *bd = (const struct tpacket_block_desc *)block;
+    uint32_t n = bd->hdr.bh1.num_pkts;
+    uint32_t off = bd->hdr.bh1.offset_to_first_pkt;
+    uint32_t blen = bd->hdr.bh1.blk_len;
+    int i;
+    for (i = 0; i < (int)n && i < max; i++) {
+        const struct tpacket3_hdr *h;
+        const struct sockaddr_ll *ll;
+        if (off == 0 || off + sizeof(*h) > blen)
+            break;
+        h = (const struct tpacket3_hdr *)(block + off);
+        ll = (const struct sockaddr_ll *)((const uint8_t *)h + TPACKET_ALIGN(sizeof(*h)));
         meta[0] = h->tp_len;
         meta[1] = h->tp_sec;
         meta[2] = h->tp_nsec;
@@ -98,23 +115,26 @@ long gpk_block_to_pcap(const uint8_t *block, uint8_t *dst, size_t cap, uint32_t 
     return (long)pos;
 }
 
-#define GPK_BATCH 256
+/* UIO_MAXIOV: the most messages one sendmmsg call takes. */
+#define GPK_BATCH 1024
 /* Send n frames (concatenated in buf, lengths in lens) with sendmmsg,
-   non-blocking. Returns frames sent, or -errno if none could be. */
-int gpk_send_batch(int fd, const uint8_t *buf, const uint32_t *lens, int n)
+   non-blocking. Returns frames sent, or -errno if none could be; *used is
+   set to the bytes of buf those frames took. */
+int gpk_send_batch(int fd, const uint8_t *buf, const uint32_t *lens, int n, size_t *used)
 {
     struct mmsghdr msgs[GPK_BATCH];
     struct iovec iov[GPK_BATCH];
     int done = 0;
     size_t pos = 0;
+    *used = 0;
     while (done < n) {
         int chunk = n - done < GPK_BATCH ? n - done : GPK_BATCH;
         size_t p = pos;
         int i, sent;
-        memset(msgs, 0, sizeof(msgs[0]) * (size_t)chunk);
         for (i = 0; i < chunk; i++) {
             iov[i].iov_base = (void *)(buf + p);
             iov[i].iov_len = lens[done + i];
+            memset(&msgs[i].msg_hdr, 0, sizeof(msgs[i].msg_hdr));
             msgs[i].msg_hdr.msg_iov = &iov[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
             p += lens[done + i];
@@ -125,18 +145,21 @@ int gpk_send_batch(int fd, const uint8_t *buf, const uint32_t *lens, int n)
         for (i = 0; i < sent; i++)
             pos += lens[done + i];
         done += sent;
+        *used = pos;
         if (sent < chunk)
             break;
     }
     return done;
 }
 
+#define GPK_VNET_HDR 10
 /* Copy up to n frames into free slots of a TPACKET_V3 TX ring, starting at
    *cursor, and mark them for sending. Returns how many were queued (0 when
-   the next slot is still owned by the kernel). The data offset is the
+   the next slot is still owned by the kernel); *used is set to the bytes
+   of buf they took. The data offset is the
    kernel's default: TPACKET3_HDRLEN - sizeof(struct sockaddr_ll). */
 int gpk_tx_fill(uint8_t *ring, uint32_t frame_size, uint32_t frame_nr, uint32_t *cursor,
-                const uint8_t *buf, const uint32_t *lens, int n)
+                const uint8_t *buf, const uint32_t *lens, int n, size_t *used, int vnet)
 {
     const size_t data_off = TPACKET3_HDRLEN - sizeof(struct sockaddr_ll);
     uint32_t c = *cursor;
@@ -146,15 +169,27 @@ int gpk_tx_fill(uint8_t *ring, uint32_t frame_size, uint32_t frame_nr, uint32_t 
         struct tpacket3_hdr *h = (struct tpacket3_hdr *)(ring + (size_t)c * frame_size);
         if (__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) != TP_STATUS_AVAILABLE)
             break;
-        memcpy((uint8_t *)h + data_off, buf + pos, lens[i]);
+        if (vnet) {
+            /* A virtio_net_hdr asking for nothing but hdr_len = the whole
+               frame: the kernel then copies it into the skb instead of
+               attaching ring pages, which virtual devices must copy anyway. */
+            uint8_t *v = (uint8_t *)h + data_off;
+            memset(v, 0, GPK_VNET_HDR);
+            v[2] = (uint8_t)(lens[i] & 0xff);
+            v[3] = (uint8_t)(lens[i] >> 8);
+            memcpy(v + GPK_VNET_HDR, buf + pos, lens[i]);
+        } else {
+            memcpy((uint8_t *)h + data_off, buf + pos, lens[i]);
+        }
         h->tp_next_offset = 0;
-        h->tp_len = lens[i];
-        h->tp_snaplen = lens[i];
+        h->tp_len = lens[i] + (vnet ? GPK_VNET_HDR : 0);
+        h->tp_snaplen = h->tp_len;
         __atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
         pos += lens[i];
         c = c + 1 == frame_nr ? 0 : c + 1;
     }
     *cursor = c;
+    *used = pos;
     return i;
 }
 """

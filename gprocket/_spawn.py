@@ -38,6 +38,7 @@ class Child:
     channel: gevent.socket.socket
     stderr: int
     status: int | None = field(default=None)
+    reaping: bool = field(default=False)
 
     def wait(self, timeout: float | None) -> int | None:
         """Wait cooperatively for the child to exit and reap it.
@@ -66,11 +67,15 @@ class Child:
         except PermissionError:
             # sudo runs as root: it ends when its command (the helper) does,
             # which happens at channel EOF; never block the hub on it.
-            gevent.spawn(self._reap_later)
+            if not self.reaping:
+                self.reaping = True
+                gevent.spawn(self._reap_later)
             return
         self._reap()
 
     def _reap_later(self) -> None:
+        if self.pidfd < 0:
+            return
         with contextlib.suppress(TimeoutError):
             wait_read(self.pidfd, 10.0, timeout_exc=TimeoutError())
         # Never block the hub on a process we may not kill: if it still runs,
@@ -78,6 +83,8 @@ class Child:
         self._reap(block=False)
 
     def _reap(self, block: bool = True) -> int | None:
+        if self.pidfd < 0:
+            return self.status
         try:
             pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
             self.status = os.waitstatus_to_exitcode(status) if pid else None

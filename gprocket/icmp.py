@@ -15,6 +15,7 @@ RTTs are in milliseconds, as in icmplib; ``packet_loss`` is a fraction.
 from __future__ import annotations
 
 import errno
+import gc
 import heapq
 import importlib
 import math
@@ -24,7 +25,8 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import gevent
@@ -207,6 +209,43 @@ class Trace:
         return any(hop.reached for hop in self.hops)
 
 
+# Hot-loop constructors: a sweep builds a Reply and a Host per target. A
+# frozen dataclass's __init__ sets each field through object.__setattr__;
+# setting the slots directly is half the cost and gives the same object
+# (test_icmp compares them). Unpacking fields() breaks loudly on a new field.
+_new = object.__new__
+_R_SEQ, _R_SOURCE, _R_TTL, _R_RTT, _R_SIZE = (
+    getattr(Reply, f.name).__set__ for f in fields(Reply))
+(_H_ADDRESS, _H_NAME, _H_FAMILY, _H_SENT, _H_REPLIES, _H_DUPLICATES, _H_ERRORS,
+ _H_TRANSPORT, _H_RUNG) = (getattr(Host, f.name).__set__ for f in fields(Host))
+
+
+def _reply(seq: int, source: str, ttl: int | None, rtt: float, size: int) -> Reply:
+    """Reply(seq, source, ttl, rtt, size), faster."""
+    reply: Reply = _new(Reply)
+    _R_SEQ(reply, seq)
+    _R_SOURCE(reply, source)
+    _R_TTL(reply, ttl)
+    _R_RTT(reply, rtt)
+    _R_SIZE(reply, size)
+    return reply
+
+
+def _host(state: _State, family: int, isock: IcmpSocket) -> Host:
+    """The public result for a finished (or stopped) target."""
+    host: Host = _new(Host)
+    _H_ADDRESS(host, state.address)
+    _H_NAME(host, state.name)
+    _H_FAMILY(host, family)
+    _H_SENT(host, state.sent)
+    _H_REPLIES(host, tuple(state.replies))
+    _H_DUPLICATES(host, state.duplicates)
+    _H_ERRORS(host, tuple(state.errors) if state.errors else ())
+    _H_TRANSPORT(host, isock.kind)
+    _H_RUNG(host, isock.rung)
+    return host
+
+
 # --- resolution -----------------------------------------------------------
 
 def resolve(address: str, family: int | None = None) -> tuple[int, str, tuple[object, ...]]:
@@ -329,12 +368,13 @@ class _Probe:
 
 
 class _State:
-    __slots__ = ("address", "count", "duplicates", "errors", "index", "name", "pending",
-                 "replies", "sent", "sockaddr", "ttl")
+    __slots__ = ("address", "count", "duplicates", "errors", "index", "name", "packed",
+                 "pending", "replies", "sent", "sockaddr", "ttl")
 
     def __init__(self, index: int, name: str, address: str, sockaddr: tuple[object, ...],  # noqa: PLR0917
-                 count: int, ttl: int | None = None) -> None:
+                 count: int, ttl: int | None = None, packed: bytes | None = None) -> None:
         self.index = index
+        self.packed = packed  # the address in network order, when planning had it
         self.ttl = ttl  # per-target TTL/hop limit (traceroute); None: the socket's
         self.name = name
         self.address = address
@@ -381,8 +421,8 @@ def _flow(isock: IcmpSocket, size: int) -> tuple[int, int]:
     # Measured on Linux 6.x: a queued 64-byte reply costs ~830 bytes of
     # budget; large payloads round their buffer up, hence 2 * size.
     per_reply = _TRUESIZE + 2 * size
-    if isock.kind == "raw" and isock.family == socket.AF_INET:
-        per_reply *= 2  # a raw IPv4 socket also queues our own requests on loopback
+    if isock.kind == "raw" and isock.family == socket.AF_INET and not isock.filtered:
+        per_reply *= 2  # an unfiltered raw IPv4 socket also queues our own requests
     window = max(_MIN_WINDOW, isock.rcvbuf // per_reply)
     return window, max(1, min(_BATCH, window // 2))
 
@@ -681,7 +721,7 @@ class _Engine:
         elif rtt > self.max_rtt:
             self.max_rtt = rtt
         target = probe.target
-        reply = Reply(probe.seq, source, ttl, rtt, length)
+        reply = _reply(probe.seq, source, ttl, rtt, length)
         target.replies.append(reply)
         probe.answered = True
         probe.replied = True
@@ -800,6 +840,32 @@ class _Engine:
 
 
 
+_GC_PAUSE_MAX = 3.0
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector over a burst of acyclic allocations.
+
+    A sweep allocates a few objects per target (states, replies, results),
+    none in a reference cycle; reference counting frees them as usual. Left
+    running, the collector would traverse the growing heap again and again
+    (measured: 10-15% of a 10,000-target sweep). multiping() pauses it for
+    a whole sweep planned to last at most _GC_PAUSE_MAX seconds, otherwise
+    (and in multiping_iter, whose consumer runs between results) only over
+    synchronous bursts, so other greenlets' cyclic garbage is never held
+    back for long.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 # --- the compiled engine ------------------------------------------------------
 
 _speed: Any
@@ -810,7 +876,7 @@ except ImportError:  # not built: the Python engine does the same work, slower
 
 # gpi_step's status and event kinds (gprocket/_icmp_build.py).
 _GPI_DONE, _GPI_READ, _GPI_WRITE, _GPI_AGAIN = 0, 1, 2, 3
-_EV_REPLY, _EV_DUP, _EV_ERROR, _EV_SENDFAIL, _EV_DONE = 1, 2, 3, 4, 5
+_EV_REPLY, _EV_DUP, _EV_ERROR, _EV_SENDFAIL, _EV_DONE, _EV_FINAL = 1, 2, 3, 4, 5, 0x100
 # The C side's rejection reasons, in its enum's order.
 _REASONS = (
     "truncated: shorter than an ICMP header",
@@ -823,6 +889,8 @@ _REASONS = (
     "larger than the receive buffer",
 )
 ENGINE_ENV = "GPROCKET_ICMP_ENGINE"
+_RING = 1 << 17
+_MAX_PROBES = (1 << 31) - 1  # the C engine counts probes in an int
 
 
 def _fast_wanted() -> bool:
@@ -867,6 +935,9 @@ class _FastEngine:
         self.counters = _Counters()
         self.seq = 0
         self.window, self.batch = _flow(isock, options.size)
+        # Probe slots (None: the default, enough for a long sweep's live
+        # requests, a few MB at most); when all are live, sending waits.
+        self.ring: int | None = None
 
     def run(self, targets: Sequence[_State]) -> None:
         """Ping every target; returns when each has all its answers or timeouts."""
@@ -875,20 +946,22 @@ class _FastEngine:
         ffi, lib = _speed.ffi, _speed.lib
         opts = self.options
         v6 = self.family == socket.AF_INET6
+        scopes = ffi.NULL
         if v6:
-            packed = b"".join(socket.inet_pton(socket.AF_INET6,
-                                               str(t.sockaddr[0]).partition("%")[0])
-                              for t in targets)
-            scopes = ffi.new("uint32_t[]", [int(t.sockaddr[3])  # type: ignore[call-overload]
-                                            for t in targets])
+            pton, inet6 = socket.inet_pton, socket.AF_INET6
+            packed = b"".join([t.packed or pton(inet6, str(t.sockaddr[0]).partition("%")[0])
+                               for t in targets])
+            if any(t.sockaddr[3] for t in targets):
+                scopes = ffi.new("uint32_t[]", [int(t.sockaddr[3])  # type: ignore[call-overload]
+                                                for t in targets])
         else:
             aton = socket.inet_aton
-            packed = b"".join([aton(t.address) for t in targets])
-            scopes = ffi.NULL
+            packed = b"".join([t.packed or aton(t.address) for t in targets])
         ctx = lib.gpi_new(self.isock.sock.fileno(), self.family,
                           int(self.isock.kind == "raw"), self.ident, opts.size, opts.count,
                           round(opts.interval * 1e9), round(opts.timeout * 1e9),
-                          len(targets), packed, scopes, self.seq)
+                          len(targets), packed, scopes, self.seq,
+                          self.ring or max(_RING, 4 * len(targets)))
         if ctx == ffi.NULL:
             raise MemoryError(f"no memory for {len(targets)} ICMP targets")
         ctx = ffi.gc(ctx, lib.gpi_free)
@@ -897,7 +970,6 @@ class _FastEngine:
         fd = self.isock.sock.fileno()
         watcher = hub.loop.io(fd, 1)
         writable = hub.loop.io(fd, 2)
-        slices = 0
         step, monotonic_ns = lib.gpi_step, time.monotonic_ns
         try:
             while True:
@@ -905,14 +977,13 @@ class _FastEngine:
                 if count < 0:
                     raise OSError(errno.EIO, "cannot draw random ICMP payload cookies")
                 if count:
-                    self._events(ctx, count, targets)
+                    with _gc_paused():
+                        self._events(ctx, count, targets)
                 status = ctx.status
                 if status == _GPI_DONE:
                     break
                 if status == _GPI_AGAIN:
-                    slices += 1
-                    if slices % 8 == 0:
-                        gevent.sleep(0)  # let other greenlets run during long bursts
+                    gevent.sleep(0)  # a slice is at most ~1 ms: let other greenlets run
                 elif status == _GPI_WRITE:
                     with gevent.Timeout(_SEND_RETRY, False):
                         hub.wait(writable)
@@ -926,6 +997,12 @@ class _FastEngine:
             writable.close()
             self.seq = lib.gpi_seq(ctx)
             self._count(ctx)
+            # Stopped early (killed, interrupted): targets not complete yet
+            # still show what was sent to them.
+            sent = ctx.tsent
+            for index, state in enumerate(targets):
+                if state.sent < opts.count:
+                    state.sent = sent[index]
 
     def _count(self, ctx: Any) -> None:
         counters = self.counters
@@ -949,13 +1026,15 @@ class _FastEngine:
         ttls, values = ints(ctx.ev_ttl), ints(ctx.ev_value, 8)
         opts = self.options
         on_reply, on_error, done = opts.on_reply, opts.on_error, self.done
-        size = 8 + opts.size
-        for i, kind in enumerate(kinds):
+        size, sent = 8 + opts.size, opts.count
+        for i, flagged in enumerate(kinds):
             state = targets[indexes[i]]
+            final = flagged & _EV_FINAL
+            kind = flagged & ~_EV_FINAL
             if kind == _EV_REPLY:
                 ttl = ttls[i]
-                reply = Reply(seqs[i], state.address, None if ttl < 0 else ttl,
-                              values[i] / 1e6, size)
+                reply = _reply(seqs[i], state.address, None if ttl < 0 else ttl,
+                               values[i] / 1e6, size)
                 state.replies.append(reply)
                 if on_reply is not None:
                     on_reply(state.name, reply, False)
@@ -967,9 +1046,9 @@ class _FastEngine:
                 state.duplicates += 1
                 if on_reply is not None:
                     ttl = ttls[i]
-                    on_reply(state.name, Reply(seqs[i], state.address,
-                                               None if ttl < 0 else ttl, values[i] / 1e6,
-                                               size), True)
+                    on_reply(state.name, _reply(seqs[i], state.address,
+                                                None if ttl < 0 else ttl, values[i] / 1e6,
+                                                size), True)
             elif kind == _EV_ERROR:
                 self._error(state, ctx, i, seqs[i], values[i])
             elif kind == _EV_SENDFAIL:
@@ -980,6 +1059,11 @@ class _FastEngine:
                 state.errors.append(error)
                 if on_error is not None:
                     on_error(state.name, error)
+            if final:
+                # This event ended the target's last request: it is complete.
+                state.sent = sent
+                if done is not None:
+                    done(state)
 
     def _error(self, state: _State, ctx: Any, i: int, seq: int, rtt_ns: int) -> None:
         family = ctx.ev_family[i]
@@ -1001,15 +1085,10 @@ class _FastEngine:
 def _engine(isock: IcmpSocket, options: _Options, done: Callable[[_State], None] | None,
             states: Sequence[_State]) -> _Engine | _FastEngine:
     """The compiled engine when built (and wanted), else the Python one."""
-    if _fast_wanted() and all(state.ttl is None for state in states):
+    if _fast_wanted() and len(states) * options.count <= _MAX_PROBES and \
+            all(state.ttl is None for state in states):
         return _FastEngine(isock, options, done)
     return _Engine(isock, options, done)
-
-
-def _host(state: _State, family: int, isock: IcmpSocket) -> Host:
-    return Host(state.address, state.name, family, state.sent, tuple(state.replies),
-                state.duplicates, tuple(state.errors) if state.errors else (), isock.kind,
-                isock.rung)
 
 
 def _validate(count: int, interval: float, timeout: float, size: int, ttl: int | None) -> None:
@@ -1051,19 +1130,22 @@ def _plan(addresses: Iterable[str], family: int | None, count: int) -> list[_Pla
         # Fast paths for plain literals (thousands per sweep); resolve() does the rest.
         if family != socket.AF_INET6 and name.count(".") == 3:
             try:
-                canon = ntoa(aton(name))
+                packed = aton(name)
             except OSError:
                 pass
             else:
-                literals.append(_State(index, name, canon, (canon, 0), count))
+                canon = ntoa(packed)
+                literals.append(_State(index, name, canon, (canon, 0), count, None, packed))
                 continue
         elif family != socket.AF_INET and ":" in name and "%" not in name:
             try:
-                canon = ntop(inet6, pton(inet6, name))
+                packed = pton(inet6, name)
             except OSError:
                 pass
             else:
-                literals.append(_State(index, name, canon, (canon, 0, 0, 0), count))
+                canon = ntop(inet6, packed)
+                literals.append(_State(index, name, canon, (canon, 0, 0, 0), count, None,
+                                       packed))
                 continue
         af, canon, sockaddr = resolve(name, family)
         by_family.setdefault(af, []).append(_State(index, name, canon, sockaddr, count))
@@ -1190,18 +1272,25 @@ def multiping(addresses: Iterable[str], count: int = 1,  # noqa: PLR0917
             _engine(isock, job.options, None, plan.states).run(plan.states)
         finally:
             isock.close()
-        for state in plan.states:
-            results[state.index] = _host(state, plan.family, isock)
+        with _gc_paused():
+            for state in plan.states:
+                results[state.index] = _host(state, plan.family, isock)
 
-    work = _prepare(names, job)
-    if len(work) == 1:
-        run_all(*work[0])
-    elif work:
-        greenlets = [gevent.spawn(run_all, plan, isock) for plan, isock in work]
-        try:
-            gevent.joinall(greenlets, raise_error=True)
-        finally:
-            gevent.killall(greenlets)
+    opts = job.options
+    # A short sweep keeps the collector paused throughout (see _gc_paused);
+    # a long one only over its bursts.
+    short = (opts.count - 1) * opts.interval + opts.timeout <= _GC_PAUSE_MAX
+    with _gc_paused() if short else nullcontext():
+        with _gc_paused():
+            work = _prepare(names, job)
+        if len(work) == 1:
+            run_all(*work[0])
+        elif work:
+            greenlets = [gevent.spawn(run_all, plan, isock) for plan, isock in work]
+            try:
+                gevent.joinall(greenlets, raise_error=True)
+            finally:
+                gevent.killall(greenlets)
     return [r for r in results if r is not None]
 
 
@@ -1227,7 +1316,8 @@ def multiping_iter(addresses: Iterable[str], count: int = 1,  # noqa: PLR0917
 
 def _iterate(names: list[str], job: _Job) -> Iterator[Host]:
     queue: gevent.queue.Queue[Host | BaseException | None] = gevent.queue.Queue()
-    work = _prepare(names, job)
+    with _gc_paused():
+        work = _prepare(names, job)
     greenlets = [gevent.spawn(_run, plan, isock, job.options,
                               lambda _index, host: queue.put(host))
                  for plan, isock in work]

@@ -7,6 +7,8 @@ after its first frame). A block's frames are ``memoryview`` slices of the
 ring itself (zero copy): they are valid until the block is released, after
 which the kernel writes new frames over them (copy with ``bytes(frame)`` to
 keep one). Release a block with :meth:`Block.release` or a ``with`` block.
+Iterating a block (``for frame in block``) is the fastest way through it:
+the views are built a slice at a time, so the loop stays in the CPU caches.
 
 :class:`BatchSender` sends many frames per system call (``sendmmsg``).
 
@@ -17,14 +19,16 @@ work is done in Python.
 
 from __future__ import annotations
 
+import array
 import errno
 import gc
 import importlib
 import mmap
 import os
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from types import TracebackType
 from typing import Any
 
@@ -50,6 +54,8 @@ _BLOCK_HDR = struct.Struct("=III")  # block_status, num_pkts, offset_to_first_pk
 _LL_OFFSET = 48  # TPACKET_ALIGN(sizeof(struct tpacket3_hdr)): the frame's sockaddr_ll
 _LL = struct.Struct("=iHB")  # sockaddr_ll's ifindex, hatype, pkttype
 _FRAME_HDR = struct.Struct("=IIIIIIHH")  # next, sec, nsec, snaplen, len, status, mac, net
+# Frames per slice when iterating a block: their views stay in the first-level caches.
+_ITER_SLICE = 128
 
 
 @dataclass(frozen=True)
@@ -84,25 +90,33 @@ class Block:
     __slots__ = ("_ends", "_meta", "_ring", "_starts", "count", "index", "released", "view")
 
     def __init__(self, ring: RxRing, index: int, view: memoryview,
-                 frames: tuple[list[int], list[int], Callable[[], list[int]]]) -> None:
-        starts, ends, meta = frames
+                 starts: list[int], ends: list[int]) -> None:
         self._ring = ring
         self.index = index
         self.view = view
         self.count = len(starts)
         self._starts = starts
         self._ends = ends
-        self._meta = meta
+        self._meta: list[int] | None = None
         self.released = False
 
     def frames(self) -> list[memoryview]:
         """The frames as memoryviews into the ring (valid until release)."""
         view = self.view
-        return [view[s:e] for s, e in zip(self._starts, self._ends, strict=True)]
+        # zip without strict: the walker returns equal lengths, and this is the hot loop.
+        return [view[s:e] for s, e in zip(self._starts, self._ends)]  # noqa: B905
+
+    def _metadata(self) -> list[int]:
+        # Read from the block itself on first use: most consumers never ask.
+        if self._meta is None:
+            if self.released:
+                raise ValueError("block already released: read its records before release()")
+            self._meta = self._ring._meta(self.index, self.count)
+        return self._meta
 
     def records(self) -> list[RingFrame]:
-        """The frames with timestamps and wire lengths."""
-        m = self._meta()
+        """The frames with timestamps and wire lengths (ValueError once released)."""
+        m = self._metadata()
         view = self.view
         return [RingFrame(view[s:e], sec, nsec, wire, ifindex, pp >> 16, pp & 0xFF)
                 for s, e, wire, sec, nsec, ifindex, pp in
@@ -110,11 +124,22 @@ class Block:
                     strict=True)]
 
     def wire_bytes(self) -> int:
-        """Sum of the frames' lengths on the wire."""
-        return sum(self._meta()[0::5])
+        """Sum of the frames' lengths on the wire (ValueError once released)."""
+        return sum(self._metadata()[0::5])
 
     def __iter__(self) -> Iterator[memoryview]:
-        return iter(self.frames())
+        """The frames, as :meth:`frames` but built a slice at a time.
+
+        Views the loop has finished with are freed before the next slice is
+        built, so a loop that does not keep them reuses the same (cache-hot)
+        memory for every slice instead of touching a whole block's worth.
+        """
+        view = self.view
+        starts, ends = self._starts, self._ends
+        step = _ITER_SLICE
+        return chain.from_iterable(
+            [view[s:e] for s, e in zip(starts[i: i + step], ends[i: i + step])]  # noqa: B905
+            for i in range(0, self.count, step))
 
     def __len__(self) -> int:
         return self.count
@@ -131,7 +156,7 @@ class Block:
                                          int(nanosecond), count, nbytes)
             return bytes(ffi.buffer(out, size))
         parts: list[bytes | memoryview] = []
-        m = self._meta()
+        m = self._metadata()
         for s, e, wire, sec, nsec in zip(self._starts, self._ends, m[0::5], m[1::5], m[2::5],
                                          strict=True):
             cap_len = min(e - s, snaplen)
@@ -192,51 +217,63 @@ class RxRing:
             self._ffi = _packet_speed.ffi
             self._lib = _packet_speed.lib
             self._base = self._ffi.from_buffer(self._map)
-            # The walker writes every entry it reports: no need to zero the arrays.
-            self._new = self._ffi.new_allocator(should_clear_after_alloc=False)
+            # Reused for every block: ffi.unpack copies them into lists at once.
+            self._starts_c = self._ffi.new("uint32_t[]", self._max)
+            self._ends_c = self._ffi.new("uint32_t[]", self._max)
         self.closed = False
 
     def _status(self, index: int) -> int:
         (status,) = struct.unpack_from("=I", self._map, index * self.block_size + 8)
         return int(status)
 
-    def _describe(self, index: int) -> tuple[list[int], list[int], Callable[[], list[int]]]:
+    def _describe(self, index: int) -> tuple[list[int], list[int]]:
         off = index * self.block_size
         if _packet_speed is not None:
-            new = self._new
-            cap = self._max
-            starts = new("uint32_t[]", cap)
-            ends = new("uint32_t[]", cap)
-            meta = new("uint32_t[]", 5 * cap)
-            ffi = self._ffi
-            n = self._lib.gpk_walk_block(self._base + off, starts, ends, meta, cap)
-            return (ffi.unpack(starts, n), ffi.unpack(ends, n),
-                    lambda: ffi.unpack(meta, 5 * n))
+            starts, ends = self._starts_c, self._ends_c
+            n = self._lib.gpk_walk_block(self._base + off, starts, ends, self._max)
+            unpack = self._ffi.unpack
+            return unpack(starts, n), unpack(ends, n)
         _, count, first = _BLOCK_HDR.unpack_from(self._map, off + 8)
         start_list: list[int] = []
         end_list: list[int] = []
-        meta_list: list[int] = []
         pos = first
         for _ in range(count):
-            nxt, sec, nsec, snap, wire, _st, mac, _net = _FRAME_HDR.unpack_from(
+            nxt, _sec, _nsec, snap, _wire, _st, mac, _net = _FRAME_HDR.unpack_from(
                 self._map, off + pos)
             start_list.append(pos + mac)
             end_list.append(pos + mac + snap)
+            pos += nxt
+        return start_list, end_list
+
+    def _meta(self, index: int, count: int) -> list[int]:
+        """Five words per frame of block ``index``: wire length, sec, nsec, ifindex,
+        ethertype << 16 | packet type."""
+        off = index * self.block_size
+        if _packet_speed is not None:
+            meta = self._ffi.new("uint32_t[]", 5 * count)
+            n = self._lib.gpk_block_meta(self._base + off, meta, count)
+            return self._ffi.unpack(meta, 5 * n)  # type: ignore[no-any-return]
+        (first,) = struct.unpack_from("=I", self._map, off + 16)
+        meta_list: list[int] = []
+        pos = first
+        for _ in range(count):
+            nxt, sec, nsec, _snap, wire, _st, _mac, _net = _FRAME_HDR.unpack_from(
+                self._map, off + pos)
             (proto,) = struct.unpack_from("!H", self._map, off + pos + _LL_OFFSET + 2)
             ifindex, _hatype, pkttype = _LL.unpack_from(self._map, off + pos + _LL_OFFSET + 4)
             meta_list += (wire, sec, nsec, ifindex, (proto << 16) | pkttype)
             pos += nxt
-        return start_list, end_list, lambda: meta_list
+        return meta_list
 
     def poll_block(self) -> Block | None:
         """Return the next retired block if there is one, without waiting."""
         index = self._next
         if not self._status(index) & TP_STATUS_USER:
             return None
-        starts, ends, meta = self._describe(index)
+        starts, ends = self._describe(index)
         off = index * self.block_size
         self._next = (index + 1) % self.block_count
-        return Block(self, index, self._view[off: off + self.block_size], (starts, ends, meta))
+        return Block(self, index, self._view[off: off + self.block_size], starts, ends)
 
     def next_block(self, timeout: float | None = None) -> Block | None:
         """Wait cooperatively for the next block; None after ``timeout`` seconds."""
@@ -302,17 +339,26 @@ class _Timeout(Exception):
     pass
 
 
+# Frames joined into one buffer and handed over per round: one TX ring kick,
+# or sendmmsg calls of 1024. Small enough to stay in the CPU caches.
 _CHUNK = 4096
 TP_STATUS_AVAILABLE = 0
 TP_STATUS_SEND_REQUEST = 1
 _TX_DATA = 48  # TPACKET3_HDRLEN - sizeof(struct sockaddr_ll): where the kernel reads a frame
+_VNET_HDR = 10  # sizeof(struct virtio_net_hdr)
 
 
 class TxRing:
     """Batched sending through a TPACKET_V3 transmit ring (what trafgen does).
 
     Frames are copied into a ring shared with the kernel and flushed with
-    one ``send()`` per batch. The socket must be bound to an interface and
+    one ``send()`` per batch. A slot holds ``max_frame`` bytes of frame:
+    ``frame_size`` less 48 bytes of header, less 10 more with the compiled
+    filler (a virtio_net_hdr that has the kernel copy each frame whole, much
+    cheaper than lending it ring pages when the device is virtual). That
+    header is PACKET_VNET_HDR on the socket: a plain ``recv()`` on it would
+    return one before each frame too; ``copy_whole=False`` leaves it off.
+    The socket must be bound to an interface and
     must not carry a receive ring (both rings would have to share one
     mapping): use :class:`BatchSender` there. ``qdisc_bypass`` as for
     :class:`BatchSender`. Raises OSError with the kernel's errno (EBUSY:
@@ -320,7 +366,8 @@ class TxRing:
     """
 
     def __init__(self, sock: lowlevel.FileLike, frame_size: int = 2048,
-                 frame_count: int = 4096, qdisc_bypass: bool = False) -> None:
+                 frame_count: int = 4096, qdisc_bypass: bool = False,
+                 copy_whole: bool = True) -> None:
         if frame_size % 16 or frame_size < 128:
             raise ValueError(f"frame_size {frame_size} must be a multiple of 16, at least 128")
         self.sock = sock
@@ -332,10 +379,21 @@ class TxRing:
         blocks = max(1, frame_count // per_block)
         self.frame_size = frame_size
         self.frame_count = blocks * per_block
-        self.max_frame = frame_size - _TX_DATA
         lowlevel.setsockopt(self.fd, "PACKET_VERSION", TPACKET_V3)
         if qdisc_bypass:
             lowlevel.setsockopt(self.fd, "PACKET_QDISC_BYPASS", 1)
+        # With the compiled filler, each slot starts with a virtio_net_hdr whose
+        # hdr_len covers the whole frame: the kernel copies the frame into the
+        # skb rather than lending it ring pages, which virtual devices (veth,
+        # bridges to namespaces) would copy again a page at a time.
+        self._vnet = 0
+        if _packet_speed is not None and copy_whole:
+            try:
+                lowlevel.setsockopt(self.fd, "PACKET_VNET_HDR", 1)
+                self._vnet = _VNET_HDR
+            except OSError:
+                self._vnet = 0
+        self.max_frame = frame_size - _TX_DATA - self._vnet
         lowlevel.setsockopt(self.fd, "PACKET_TX_RING",
                             (block_size, blocks, frame_size, self.frame_count, 0, 0, 0))
         self._map = mmap.mmap(self.fd, block_size * blocks, mmap.MAP_SHARED,
@@ -344,8 +402,11 @@ class TxRing:
         self._base: Any = None
         self.sent = 0
         if _packet_speed is not None:
-            self._base = _packet_speed.ffi.from_buffer(self._map)
-            self._cursor_c = _packet_speed.ffi.new("uint32_t *")
+            # The filling path is chosen here, once: the slots' layout depends on it.
+            self._ffi, self._lib = _packet_speed.ffi, _packet_speed.lib
+            self._base = self._ffi.from_buffer(self._map)
+            self._cursor_c = self._ffi.new("uint32_t *")
+            self._used = self._ffi.new("size_t *")
         self.closed = False
 
     def send(self, frames: Sequence[bytes | bytearray | memoryview],
@@ -359,15 +420,17 @@ class TxRing:
             raise ValueError("TX ring is closed")
         if not frames:
             return 0
-        largest = max(map(len, frames))
+        lengths = array.array("I", map(len, frames))
+        largest = max(lengths)
         if largest > self.max_frame:
             raise ValueError(f"frame of {largest} bytes; this ring's slots hold "
                              f"{self.max_frame} (raise frame_size)")
         done = 0
         total = len(frames)
-        if _packet_speed is not None:
+        if self._base is not None:
+            lens = self._ffi.from_buffer("uint32_t[]", lengths)
             for start in range(0, total, _CHUNK):
-                self._send_chunk(frames[start: start + _CHUNK], timeout)
+                self._send_chunk(frames[start: start + _CHUNK], lens + start, timeout)
             done = total
         else:
             while done < total:
@@ -382,21 +445,20 @@ class TxRing:
         self.sent += done
         return done
 
-    def _send_chunk(self, chunk: Sequence[bytes | bytearray | memoryview],
+    def _send_chunk(self, chunk: Sequence[bytes | bytearray | memoryview], lens: Any,
                     timeout: float | None) -> None:
-        # Chunks keep the joined copy small (cache-resident, no page faults).
-        ffi, lib = _packet_speed.ffi, _packet_speed.lib
-        lengths = list(map(len, chunk))
+        ffi, lib = self._ffi, self._lib
         data = b"".join(chunk)
-        lens = ffi.new("uint32_t[]", lengths)
         base = ffi.from_buffer(data)
+        used = self._used
         count = len(chunk)
         done = pos = 0
         while done < count:
             queued = lib.gpk_tx_fill(self._base, self.frame_size, self.frame_count,
-                                     self._cursor_c, base + pos, lens + done, count - done)
+                                     self._cursor_c, base + pos, lens + done, count - done, used,
+                                     self._vnet)
             if queued:
-                pos += sum(lengths[done: done + queued])
+                pos += used[0]
                 done += queued
             else:
                 self._kick()
@@ -471,24 +533,25 @@ class BatchSender:
             return 0
         if _packet_speed is None:
             return self._send_python(frames, timeout)
+        # Lengths once for the whole call: C reads them in place.
+        lens = _packet_speed.ffi.from_buffer("uint32_t[]", array.array("I", map(len, frames)))
+        used = _packet_speed.ffi.new("size_t *")
         for start in range(0, len(frames), _CHUNK):
-            self._send_chunk(frames[start: start + _CHUNK], timeout)
+            self._send_chunk(frames[start: start + _CHUNK], lens + start, used, timeout)
         self.sent += len(frames)
         return len(frames)
 
-    def _send_chunk(self, chunk: Sequence[bytes | bytearray | memoryview],
-                    timeout: float | None) -> None:
+    def _send_chunk(self, chunk: Sequence[bytes | bytearray | memoryview], lens: Any,
+                    used: Any, timeout: float | None) -> None:
         ffi, lib = _packet_speed.ffi, _packet_speed.lib
-        lengths = list(map(len, chunk))
         data = b"".join(chunk)
-        lens = ffi.new("uint32_t[]", lengths)
         base = ffi.from_buffer(data)
         count = len(chunk)
         done = pos = 0
         while done < count:
-            rc = lib.gpk_send_batch(self.fd, base + pos, lens + done, count - done)
+            rc = lib.gpk_send_batch(self.fd, base + pos, lens + done, count - done, used)
             if rc > 0:
-                pos += sum(lengths[done: done + rc])
+                pos += used[0]
                 done += rc
             else:
                 self._wait(-rc, timeout)

@@ -32,6 +32,7 @@ ip netns add "$ns"
 ip -n "$ns" link set lo up
 ip netns exec "$ns" sysctl -q -w net.ipv4.ping_group_range="1 0"
 
-exec ip netns exec "$ns" setpriv --reuid="$user" --regid="$user" --init-groups --inh-caps=-all -- \
+# Not exec: the trap must still remove the namespace afterwards.
+ip netns exec "$ns" setpriv --reuid="$user" --regid="$user" --init-groups --inh-caps=-all -- \
     env -i PATH=/usr/bin:/bin GPROCKET_HELPER="$prefix/libexec/gprocket/gprocket-helper" \
     "$venv/bin/gprocket" demo

@@ -17,6 +17,7 @@ echo "== mypy"
 echo "== helper unit tests"
 make -s -C helper test
 echo "== pytest"
-# The checkout must not shadow the installed package: pytest runs from tests/.
-"$venv/bin/python" -m pytest -p no:cacheprovider --rootdir "$here" -c "$here/pyproject.toml" \
+# The checkout must not shadow the installed package: -P keeps the working
+# directory off sys.path.
+"$venv/bin/python" -P -m pytest -p no:cacheprovider --rootdir "$here" -c "$here/pyproject.toml" \
     "${@:-$here/tests}"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+import shutil
+from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -14,6 +15,18 @@ from support import privileged as priv
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "privileged: runs real other-uid processes; needs root")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None],
+) -> Generator[None, pytest.TestReport, None]:
+    """On CI (root, every tool installed) a skip can only hide a fault: fail it."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped on CI, where nothing may skip: {report.longrepr}"
 
 
 def _need_root() -> None:
@@ -69,3 +82,11 @@ def caps_python() -> Iterator[Callable[..., str]]:
         def make(caps: str = "cap_net_bind_service,cap_net_raw+p") -> str:
             return stack.enter_context(priv.caps_python(caps))
         yield make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_examples_copy() -> Iterator[None]:
+    """The world-readable examples copy (made for a clone under /root) goes at the end."""
+    yield
+    if priv.INSTALL_ROOT in priv.EXAMPLES.parents:
+        shutil.rmtree(priv.EXAMPLES, ignore_errors=True)

@@ -20,6 +20,10 @@ from gprocket.cli import ping as cli
     ["-s", "70000", "127.0.0.1"],         # payload too large
     ["bad..host"],                        # not a valid name (no DNS query leaves)
     ["-6", "127.0.0.1"],                  # wrong family for the literal
+    ["--traceroute", "--many", "127.0.0.1"],
+    ["--traceroute", "127.0.0.1", "::1"],  # one HOST only
+    ["--traceroute", "--max-hops", "0", "127.0.0.1"],
+    ["--traceroute", "bad..host"],
 ])
 def test_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(argv) == 2
@@ -37,7 +41,8 @@ def test_help_names_the_options(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for option in ("-c", "-i", "-W", "-s", "-t", "-4", "-6", "--many", "-f"):
+    for option in ("-c", "-i", "-W", "-s", "-t", "-4", "-6", "--many", "-f", "--traceroute",
+                   "--max-hops"):
         assert option in out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 
 import pytest
 
@@ -43,3 +44,11 @@ def test_ladder_error_gains_the_datagram_attempt_and_its_fix() -> None:
     assert "ping_group_range" in err.attempts[0].reason
     assert err.fix.startswith("install the helper with: capsetup install; or allow ping")
     assert "datagram: ICMP datagram socket refused" in str(err)
+
+
+def test_icmp4_filter_drops_every_type_but_the_passing_ones() -> None:
+    mask = int.from_bytes(isock.icmp4_filter({0, 3, 11}), sys.byteorder)
+    assert mask == 0xFFFFFFFF & ~(1 << 0 | 1 << 3 | 1 << 11)
+    assert mask & (1 << 8)  # echo requests (ours, seen on loopback) are dropped
+    with pytest.raises(ValueError, match=r"0\.\.31"):
+        isock.icmp4_filter({128})

@@ -12,7 +12,7 @@ import pytest
 
 from gprocket import bpf, rawsock
 from gprocket._packet_lab import VethLab, ether_frame, inside, veth_lab
-from gprocket.rawsock import Frame, RawSocket
+from gprocket.rawsock import Frame, LinuxPacketBackend, RawSocket
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +42,10 @@ def test_holds_interface_state(lab: VethLab, pair: tuple[RawSocket, RawSocket]) 
     with inside(lab.ns_a):
         index = socket.if_nametoindex(lab.if_a)
     assert (a.interface, a.ifindex, a.mac, a.mtu) == (lab.if_a, index, lab.mac_a, 1500)
-    assert a.backend.sock.rung == "plain"
-    assert a.fileno() == a.backend.sock.fileno()
+    backend = a.backend
+    assert isinstance(backend, LinuxPacketBackend)
+    assert backend.sock.rung == "plain"
+    assert a.fileno() == backend.sock.fileno()
 
 
 def test_passive_recv_and_iteration(lab: VethLab, pair: tuple[RawSocket, RawSocket]) -> None:

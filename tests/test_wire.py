@@ -149,8 +149,7 @@ _names = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,14}", fullmatch=True)
     reuseport=st.booleans(),
     rid=st.integers(0, 0xFFFFFFFF),
 )
-def test_fuzz_encode_decode_round_trip(  # noqa: PLR0917 - hypothesis passes them by name
-                                       port: int, protocol: str, v6: bool,
+def test_fuzz_encode_decode_round_trip(*, port: int, protocol: str, v6: bool,
                                        interface: str | None, namespace: str | None,
                                        reuseport: bool, rid: int) -> None:
     req = SocketRequest(port, protocol=protocol, family="inet6" if v6 else "inet",

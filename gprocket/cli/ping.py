@@ -1,19 +1,24 @@
 """`gprocket ping`: iputils ping's output and exit codes; `--many` is fping-like.
 
-Exit codes: 0 some reply (``--many``: every host replied), 1 no reply
-(``--many``: some host did not), 2 error (bad arguments, unknown host, no
-socket could be had, no route to the host).
+Exit codes: 0 some reply (``--many``: every host replied; ``--traceroute``:
+the host was reached), 1 no reply (``--many``: some host did not;
+``--traceroute``: not reached), 2 error (bad arguments, unknown host, no
+socket could be had, no route to the host). Ctrl-C (SIGINT) during a
+single-host ping stops it and prints the statistics so far, like iputils.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 import time
 from collections.abc import Sequence
 from typing import TextIO
+
+import gevent
 
 from gprocket import icmp
 
@@ -47,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="ping every HOST (and -f FILE) at once, fping-style summary")
     parser.add_argument("-f", dest="file", default=None,
                         help="with --many: read hosts from FILE, one a line ('-': stdin)")
+    parser.add_argument("--traceroute", action="store_true",
+                        help="trace the path to HOST instead (-c: probes per hop, default 3; "
+                             "-W: seconds to wait, default 2)")
+    parser.add_argument("--max-hops", dest="max_hops", type=int, default=30,
+                        help="with --traceroute: highest TTL / hop limit (default 30)")
     return parser
 
 
@@ -123,11 +133,9 @@ def _single(args: argparse.Namespace, out: TextIO) -> int:
 
     started = time.monotonic()
     try:
-        result = icmp.ping(address, count=count,
-                           interval=args.interval, timeout=args.timeout, size=args.size,
-                           ttl=args.ttl, source=source, interface=interface, family=af,
-                           socket_kind=args.socket_kind, on_reply=on_reply,
-                           on_error=on_error)
+        job = icmp._job(count, args.interval, args.timeout, args.size, args.ttl, source,
+                        interface, af, args.socket_kind, None, None, on_reply, on_error)
+        result = _until_interrupted(address, job)
     except (OSError, ValueError) as err:
         print(f"gprocket ping: {err}", file=sys.stderr)
         return 2
@@ -148,6 +156,60 @@ def _single(args: argparse.Namespace, out: TextIO) -> int:
         print(f"rtt min/avg/max/mdev = {_ms(result.min_rtt)}/{_ms(result.avg_rtt)}/"
               f"{_ms(result.max_rtt)}/{_ms(result.mdev)} ms", file=out)
     return 0 if result.received else 1
+
+
+def _until_interrupted(address: str, job: icmp._Job) -> icmp.Host:
+    """ping(), except that SIGINT stops it and the Host so far is returned.
+
+    iputils' Ctrl-C: the requests sent count as transmitted, the ones still
+    awaiting their reply as lost.
+    """
+    ((plan, isock),) = icmp._prepare([address], job)
+    state = plan.states[0]
+    try:
+        engine = icmp._engine(isock, job.options, None, plan.states)
+        runner = gevent.spawn(engine.run, plan.states)
+        handler = gevent.signal_handler(signal.SIGINT, runner.kill, block=False)
+        try:
+            runner.join()
+        finally:
+            handler.cancel()
+        failure = runner.exception
+        if failure is not None and not isinstance(failure, gevent.GreenletExit):
+            raise failure
+    finally:
+        isock.close()
+    return icmp._host(state, plan.family, isock)
+
+
+def _traceroute(args: argparse.Namespace, out: TextIO) -> int:
+    if len(args.hosts) != 1:
+        print("gprocket ping --traceroute: give exactly one HOST", file=sys.stderr)
+        return 2
+    host = args.hosts[0]
+    family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(args.family or 0)
+    source, interface = _source_or_interface(args.interface)
+    count = 3 if args.count is None else args.count
+    try:
+        af, address, _ = icmp.resolve(host, family)
+        print(f"traceroute to {host} ({address}), {args.max_hops} hops max, "
+              f"{args.size} byte packets", file=out, flush=True)
+        trace = icmp.traceroute(address, max_hops=args.max_hops, count=count,
+                                timeout=args.timeout, size=args.size, source=source,
+                                interface=interface, family=af,
+                                socket_kind=args.socket_kind)
+    except (OSError, ValueError) as err:
+        print(f"gprocket ping: {host}: {err}", file=sys.stderr)
+        return 2
+    for hop in trace.hops:
+        # traceroute -n's shape: " 1  10.0.0.1  0.123 ms  0.101 ms  *"
+        cells = [f"{_ms(rtt)} ms" for rtt in hop.rtts]
+        cells += ["*"] * max(hop.sent - len(hop.rtts), 0)
+        who = "  ".join(hop.addresses)
+        line = f"{hop.ttl:>2}  {who + '  ' if who else ''}{'  '.join(cells)}"
+        marks = [f"!{error.description}" for error in hop.errors]
+        print(" ".join([line, *marks]), file=out)
+    return 0 if trace.reached else 1
 
 
 def _read_hosts(path: str) -> list[str]:
@@ -220,7 +282,15 @@ def main(argv: Sequence[str]) -> int:
     if args.file is not None and not args.many:
         print("gprocket ping: -f needs --many", file=sys.stderr)
         return 2
+    if args.traceroute and args.many:
+        print("gprocket ping: --traceroute and --many exclude each other", file=sys.stderr)
+        return 2
+    if not 1 <= args.max_hops <= 255:
+        print("gprocket ping: --max-hops must be 1..255", file=sys.stderr)
+        return 2
     try:
+        if args.traceroute:
+            return _traceroute(args, sys.stdout)
         if args.many:
             return _many(args, sys.stdout)
         return _single(args, sys.stdout)

@@ -37,7 +37,7 @@ def _install_root() -> Path:
     priv.INSTALL_ROOT.mkdir(parents=True, exist_ok=True)
     for directory in (priv.INSTALL_ROOT.parent, priv.INSTALL_ROOT):
         os.chown(directory, 0, 0)
-        os.chmod(directory, 0o755)  # noqa: S103 - the helper demands root 0755 parents
+        os.chmod(directory, 0o755)
     return priv.INSTALL_ROOT
 
 
@@ -197,7 +197,7 @@ def test_status_reports_what_ls_getcap_and_the_helper_say(mode: str, prefix: Pat
 def test_status_flags_a_group_writable_helper(prefix: Path) -> None:
     assert capsetup("install", "--prefix", str(prefix)).returncode == 0
     helper = helper_of(prefix)
-    os.chmod(helper, 0o770)  # noqa: S103 - the unsafe state under test
+    os.chmod(helper, 0o770)
     done = capsetup("status", "--prefix", str(prefix))
     assert done.returncode == 1
     assert f"{helper} is group-writable (mode 0770)" in done.stdout

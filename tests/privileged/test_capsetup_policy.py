@@ -63,7 +63,7 @@ def installed() -> Iterator[Path]:
     priv.INSTALL_ROOT.mkdir(parents=True, exist_ok=True)
     for directory in (priv.INSTALL_ROOT.parent, priv.INSTALL_ROOT):
         os.chown(directory, 0, 0)
-        os.chmod(directory, 0o755)  # noqa: S103 - the helper demands root 0755 parents
+        os.chmod(directory, 0o755)
     prefix = priv.INSTALL_ROOT / f"cs-pol-{secrets.token_hex(4)}"
     done = capsetup("install", "--prefix", str(prefix))
     assert done.returncode == 0, done.stderr

@@ -29,7 +29,7 @@ def venv_and_prefix(unpriv_user: priv.User) -> Iterator[tuple[Path, Path]]:
     priv.INSTALL_ROOT.mkdir(parents=True, exist_ok=True)
     for directory in (priv.INSTALL_ROOT.parent, priv.INSTALL_ROOT):
         os.chown(directory, 0, 0)
-        os.chmod(directory, 0o755)  # noqa: S103 - the helper demands root 0755 parents
+        os.chmod(directory, 0o755)
     root = priv.INSTALL_ROOT / f"cs-py-{secrets.token_hex(4)}"
     root.mkdir(mode=0o755)
     venv = root / "venv"

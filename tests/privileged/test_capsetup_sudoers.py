@@ -32,7 +32,7 @@ def _install_root() -> Path:
     priv.INSTALL_ROOT.mkdir(parents=True, exist_ok=True)
     for directory in (priv.INSTALL_ROOT.parent, priv.INSTALL_ROOT):
         os.chown(directory, 0, 0)
-        os.chmod(directory, 0o755)  # noqa: S103 - the helper demands root 0755 parents
+        os.chmod(directory, 0o755)
     return priv.INSTALL_ROOT
 
 

@@ -15,7 +15,7 @@ from support import privileged as priv
 
 pytestmark = pytest.mark.privileged
 
-EXAMPLE = str(priv.REPO / "examples" / "dns_server.py")
+EXAMPLE = str(priv.EXAMPLES / "dns_server.py")
 
 LOAD = textwrap.dedent("""
     import json, random

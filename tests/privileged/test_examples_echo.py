@@ -12,7 +12,7 @@ from support import privileged as priv
 
 pytestmark = pytest.mark.privileged
 
-EXAMPLE = str(priv.REPO / "examples" / "echo.py")
+EXAMPLE = str(priv.EXAMPLES / "echo.py")
 UDP_CLIENT = (
     "import socket, sys\n"
     "s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(10)\n"

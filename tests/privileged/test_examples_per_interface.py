@@ -13,7 +13,7 @@ from support import privileged as priv
 
 pytestmark = pytest.mark.privileged
 
-EXAMPLE = str(priv.REPO / "examples" / "per_interface.py")
+EXAMPLE = str(priv.EXAMPLES / "per_interface.py")
 CLIENT = (
     "import socket, sys\n"
     "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"

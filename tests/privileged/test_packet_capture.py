@@ -238,7 +238,7 @@ def user_dir(unpriv_user: priv.User) -> Iterator[Path]:
     """A directory the unprivileged user can write (pytest's tmp_path is root's 0700)."""
     path = Path(tempfile.mkdtemp(prefix="gpk-"))
     try:
-        os.chmod(path, 0o755)  # noqa: S103 - the unprivileged user must reach it
+        os.chmod(path, 0o755)  # the unprivileged user must reach it
         os.chown(path, unpriv_user.uid, unpriv_user.gid)
         yield path
     finally:

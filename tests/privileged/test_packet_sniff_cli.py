@@ -16,7 +16,7 @@ from gprocket._packet_lab import veth_lab
 from gprocket.cli import sniff
 
 pytestmark = pytest.mark.privileged
-EXAMPLE = priv.REPO / "examples" / "sniff.py"
+EXAMPLE = priv.EXAMPLES / "sniff.py"
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -75,9 +75,11 @@ def lab() -> Iterator[Lab]:
         yield Lab(client, router, near)
 
 
-@pytest.fixture
-def helper_env(installed_helper: Callable[..., Path]) -> dict[str, str]:
-    return {"GPROCKET_HELPER": str(installed_helper())}
+@pytest.fixture(params=["c", "python"])
+def helper_env(installed_helper: Callable[..., Path],
+               request: pytest.FixtureRequest) -> dict[str, str]:
+    # Every test runs on both engines: the compiled one and the pure-Python fallback.
+    return {"GPROCKET_HELPER": str(installed_helper()), "GPROCKET_ICMP_ENGINE": request.param}
 
 
 def _from_lines(output: str) -> list[str]:
@@ -166,3 +168,32 @@ print(json.dumps(out))
         [1, 2, ["10.99.0.1"], False, 2], [2, 2, ["10.100.0.2"], True, 2]]]
     assert result["fd00:100::2"] == [True, transport, [
         [1, 2, ["fd00:99::1"], False, 2], [2, 2, ["fd00:100::2"], True, 2]]]
+
+
+@pytest.mark.parametrize("target", ["10.100.0.2", "fd00:100::2"])
+def test_traceroute_command_prints_each_hop(unpriv_user: priv.User, lab: Lab,
+                                            helper_env: dict[str, str], target: str) -> None:
+    proc = priv.run_argv(unpriv_user, [priv.VENV_PYTHON, "-m", "gprocket.cli", "ping",
+                                       "--traceroute", "-c", "2", "-W", "1", "--max-hops",
+                                       "8", target], netns=lab.client, env=helper_env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"traceroute to {target} ({target}), 8 hops max, 56 byte packets"
+    router = "10.99.0.1" if "." in target else "fd00:99::1"
+    hops = [re.fullmatch(r" *(\d+)  (\S+)  ([\d.]+) ms  ([\d.]+) ms", line)
+            for line in lines[1:]]
+    assert all(hops), proc.stdout
+    assert [(h[1], h[2]) for h in hops] == [("1", router), ("2", target)]  # type: ignore[index]
+
+
+def test_traceroute_command_exits_1_when_the_target_is_not_reached(
+        unpriv_user: priv.User, lab: Lab, helper_env: dict[str, str]) -> None:
+    # One hop is not enough for the far host: only the router answers.
+    proc = priv.run_argv(unpriv_user, [priv.VENV_PYTHON, "-m", "gprocket.cli", "ping",
+                                       "--traceroute", "-c", "2", "-W", "0.5",
+                                       "--max-hops", "1", "10.100.0.2"],
+                         netns=lab.client, env=helper_env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    hops = proc.stdout.splitlines()[1:]
+    assert len(hops) == 1, proc.stdout
+    assert re.fullmatch(r" 1  10\.99\.0\.1  [\d.]+ ms  [\d.]+ ms", hops[0]), proc.stdout

@@ -8,6 +8,7 @@ iputils ping, run for the same target, is the witness for the statistics.
 from __future__ import annotations
 
 import re
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,9 +32,15 @@ def gpi_ns() -> Iterator[priv.Netns]:
         yield ns
 
 
+@pytest.fixture(params=["c", "python"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Every test runs on both engines: the compiled one and the pure-Python fallback."""
+    return str(request.param)
+
+
 @pytest.fixture
-def helper_env(installed_helper: Callable[..., Path]) -> dict[str, str]:
-    return {"GPROCKET_HELPER": str(installed_helper())}
+def helper_env(installed_helper: Callable[..., Path], engine: str) -> dict[str, str]:
+    return {"GPROCKET_HELPER": str(installed_helper()), "GPROCKET_ICMP_ENGINE": engine}
 
 
 def _cli(user: priv.User, ns: priv.Netns, env: dict[str, str], *args: str,
@@ -65,6 +72,35 @@ def test_ping_through_helper_agrees_with_iputils(unpriv_user: priv.User, gpi_ns:
     assert rtt, out
     low, avg, high, _ = map(float, rtt.groups())
     assert 0 < low <= avg <= high < 1000
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1", "::1"])
+def test_ctrl_c_prints_the_statistics_so_far_like_iputils(
+        unpriv_user: priv.User, gpi_ns: priv.Netns, helper_env: dict[str, str],
+        target: str) -> None:
+    proc = priv.popen_argv(unpriv_user, [priv.VENV_PYTHON, "-m", "gprocket.cli", "ping",
+                                         "-c", "1000", "-i", "0.05", target],
+                           netns=gpi_ns, env=helper_env)
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while sum(" bytes from " in line for line in lines) < 3:
+            line = proc.stdout.readline()
+            assert line, "".join(lines) + proc.communicate()[1]
+            lines.append(line)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = "".join(lines) + out
+    assert proc.returncode == 0, out + err
+    sent, received, _ = _stats(out)
+    assert 3 <= received <= sent < 1000
+    assert sent - received <= 1  # at most the request in flight when interrupted
+    assert sum(" bytes from " in line for line in out.splitlines()) == received
+    assert RTT.search(out), out
 
 
 def test_library_uses_raw_socket_from_helper_when_datagram_is_closed(
@@ -136,41 +172,62 @@ def test_echo_ignored_gives_full_loss_and_exit_1(unpriv_user: priv.User, gpi_ns:
 
 
 def test_raw_socket_sees_its_own_requests_and_counts_none(
-        unpriv_user: priv.User, gpi_ns: priv.Netns, helper_env: dict[str, str]) -> None:
+        unpriv_user: priv.User, gpi_ns: priv.Netns, helper_env: dict[str, str],
+        engine: str) -> None:
     result = priv.run_json(unpriv_user, """
 import json, socket
 from gprocket import icmp
 from gprocket._icmp_socket import open_icmp_socket
-isock = open_icmp_socket(socket.AF_INET, kind="raw")
-done = []
-engine = icmp._Engine(isock, icmp._Options(count=3, interval=0.1, timeout=1, size=56),
-                      done.append)
-state = icmp._State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 3)
-engine.run([state])
-isock.close()
-c = engine.counters
-print(json.dumps([isock.kind, state.sent, len(state.replies), state.duplicates,
-                  c.own_requests, c.mismatched, len(done)]))
+out = {}
+for filtered in (False, True):
+    isock = open_icmp_socket(socket.AF_INET, kind="raw", kernel_filter=filtered)
+    done = []
+    state = icmp._State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 3)
+    engine = icmp._engine(isock, icmp._Options(count=3, interval=0.1, timeout=1, size=56),
+                          done.append, [state])
+    engine.run([state])
+    isock.close()
+    c = engine.counters
+    out["filtered" if filtered else "unfiltered"] = [
+        isock.kind, state.sent, len(state.replies), state.duplicates, c.own_requests,
+        c.mismatched, len(done), type(engine).__name__]
+print(json.dumps(out))
 """, netns=gpi_ns, env=helper_env)
-    kind, sent, received, dups, own, mismatched, done = result
-    assert kind == "raw"
-    assert (sent, received, dups, done) == (3, 3, 0, 1)
-    assert own >= 3  # every request came back to the raw socket, none was counted
-    assert mismatched == 0
+    for case, (kind, sent, received, dups, own, mismatched, done, used) in result.items():
+        assert kind == "raw"
+        assert used == {"c": "_FastEngine", "python": "_Engine"}[engine]
+        assert (sent, received, dups, done) == (3, 3, 0, 1)
+        assert mismatched == 0
+        if case == "unfiltered":
+            assert own >= 3  # every request came back to the raw socket, none was counted
+        else:
+            assert own == 0  # ICMP_FILTER: the kernel keeps echo requests away
 
 
 MULTIPING = """
-import json, ipaddress
+import json, ipaddress, gevent
 from gprocket import icmp
 if {v6}:
     targets = [str(ipaddress.IPv6Address("2001:db8::") + i) for i in range(1, 10001)]
 else:
     targets = [str(ipaddress.IPv4Address("127.0.0.0") + i) for i in range(1, 10001)]
+ticks = []
+def ticker():
+    while True:
+        ticks.append(1)
+        gevent.sleep(0)
+t = gevent.spawn(ticker)
 seen = []
 for host in icmp.multiping_iter(targets, timeout=2):
     seen.append((host.address, host.sent, host.received, host.duplicates, host.transport))
+during = len(ticks)
+hosts = icmp.multiping(targets, timeout=2)
+t.kill()
 alive = sum(1 for s in seen if s[2] == 1)
 print(json.dumps({{"n": len(seen), "distinct": len({{s[0] for s in seen}}), "alive": alive,
+                  "ticks": [during, len(ticks) - during],
+                  "list": [len(hosts), sum(h.received for h in hosts),
+                           [h.address for h in hosts] == targets],
                   "sent": sum(s[1] for s in seen), "dups": sum(s[3] for s in seen),
                   "transports": sorted({{s[4] for s in seen}}),
                   "all": sorted(s[0] for s in seen) == sorted(targets)}}))
@@ -191,6 +248,10 @@ def test_multiping_10000_targets_all_alive(unpriv_user: priv.User, gpi_ns: priv.
     assert result["alive"] == 10000
     assert result["dups"] == 0
     assert result["transports"] == (["raw"] if group_range == "1 0" else ["datagram"])
+    # multiping(): the same, as a list in input order.
+    assert result["list"] == [10000, 10000, True]
+    # Other greenlets kept running through both sweeps: the engine never held the hub.
+    assert min(result["ticks"]) > 3
 
 
 FLOW = """
@@ -201,11 +262,11 @@ targets = [f"127.1.{i >> 8}.{i & 255}" for i in range(2000)]
 out = {}
 for paced in (True, False):
     isock = open_icmp_socket(socket.AF_INET, kind="raw", rcvbuf=16384)
-    engine = icmp._Engine(isock, icmp._Options(count=1, interval=1, timeout=0.5, size=56),
-                          lambda state: None)
+    states = [icmp._State(i, t, t, (t, 0), 1) for i, t in enumerate(targets)]
+    engine = icmp._engine(isock, icmp._Options(count=1, interval=1, timeout=0.5, size=56),
+                          lambda state: None, states)
     if not paced:
         engine.window = engine.batch = 10**6  # no flow control: send everything first
-    states = [icmp._State(i, t, t, (t, 0), 1) for i, t in enumerate(targets)]
     engine.run(states)
     isock.close()
     out["paced" if paced else "unpaced"] = [engine.window, sum(len(s.replies) for s in states)]
@@ -223,16 +284,55 @@ def test_flow_control_keeps_every_reply_with_a_small_receive_buffer(
     assert result["unpaced"][1] < 2000
 
 
+RING = """
+import json, socket
+from gprocket import icmp
+from gprocket._icmp_socket import open_icmp_socket
+isock = open_icmp_socket(socket.AF_INET, kind="raw")
+targets = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+states = [icmp._State(i, t, t, (t, 0), 5) for i, t in enumerate(targets)]
+engine = icmp._FastEngine(isock, icmp._Options(count=5, interval=0, timeout=0.2, size=56),
+                          None)
+engine.ring = 4  # 15 requests through 4 probe slots: sending waits for slots to free
+engine.run(states)
+isock.close()
+print(json.dumps([[s.sent, [r.seq for r in s.replies], s.duplicates] for s in states]))
+"""
+
+
+def test_compiled_engine_reuses_its_probe_slots(unpriv_user: priv.User, gpi_ns: priv.Netns,
+                                                installed_helper: Callable[..., Path]) -> None:
+    env = {"GPROCKET_HELPER": str(installed_helper())}
+    result = priv.run_json(unpriv_user, RING, netns=gpi_ns, env=env)
+    # Every request answered, in send order (sequences go round the three targets).
+    assert result == [[5, [1, 4, 7, 10, 13], 0], [5, [2, 5, 8, 11, 14], 0],
+                      [5, [3, 6, 9, 12, 15], 0]]
+
+
 FORGE = """
 import json, socket, struct, gevent
+from gevent.socket import wait_read
 from gprocket import icmp, _icmp_wire as wire
 from gprocket._icmp_socket import open_icmp_socket
 
 isock = open_icmp_socket(socket.AF_INET, kind="raw")
-engine = icmp._Engine(isock, icmp._Options(count=2, interval=0.3, timeout=0.6, size=56),
-                      lambda state: None)
 state = icmp._State(0, "127.0.0.2", "127.0.0.2", ("127.0.0.2", 0), 2)
-forger = open_icmp_socket(socket.AF_INET, kind="raw", source="127.0.0.2")
+engine = icmp._engine(isock, icmp._Options(count=2, interval=0.3, timeout=0.6, size=56),
+                      lambda state: None, [state])
+forger = open_icmp_socket(socket.AF_INET, kind="raw", source="127.0.0.2",
+                          kernel_filter=False)  # it must see the engine's requests
+
+def request(seq):
+    # The forger's raw socket sees the engine's requests: learn their cookies there.
+    while True:
+        wait_read(forger.sock.fileno())
+        try:
+            data = forger.sock.recv(65535)
+        except BlockingIOError:
+            continue
+        if data[20] == wire.ICMP_ECHO and data[16:20] == socket.inet_aton("127.0.0.2") \\
+                and struct.unpack("!HH", data[24:28]) == (engine.ident, seq):
+            return data[28:]
 
 def reply(seq, payload, *, bad_sum=False):
     packet = bytearray(wire.build_echo(socket.AF_INET, engine.ident, seq, payload))
@@ -244,19 +344,16 @@ def reply(seq, payload, *, bad_sum=False):
     forger.sock.sendto(bytes(packet), ("127.0.0.1", 0))
 
 def forge():
-    while ("127.0.0.2", 1) not in engine.table:
-        gevent.sleep(0.001)
-    first = engine.table[("127.0.0.2", 1)].payload
+    first = request(1)
     reply(1, first, bad_sum=True)                # corrupted
     reply(1, b"WRONGCKE" + first[8:])            # somebody else's cookie
     reply(1, first[:20])                         # truncated payload
-    while ("127.0.0.2", 2) not in engine.table:
-        gevent.sleep(0.001)
-    second = engine.table[("127.0.0.2", 2)].payload
+    second = request(2)
     reply(2, second)                             # the real thing
     reply(2, second)                             # and a duplicate
 
 g = gevent.spawn(forge)
+gevent.sleep(0)
 engine.run([state])
 g.join()
 c = engine.counters
@@ -283,9 +380,9 @@ from gprocket import icmp
 from gprocket._icmp_socket import open_icmp_socket
 other = subprocess.Popen(["ping", "-q", "-i", "0.01", "127.0.0.1"], stdout=subprocess.DEVNULL)
 isock = open_icmp_socket(socket.AF_INET, kind="raw")
-engine = icmp._Engine(isock, icmp._Options(count=4, interval=0.1, timeout=1, size=56),
-                      lambda state: None)
 state = icmp._State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 4)
+engine = icmp._engine(isock, icmp._Options(count=4, interval=0.1, timeout=1, size=56),
+                      lambda state: None, [state])
 engine.run([state])
 other.terminate()
 other.wait()

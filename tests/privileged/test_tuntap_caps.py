@@ -54,7 +54,7 @@ def open_tun_node() -> Iterator[Path]:
     node = directory / "tun"
     try:
         os.mknod(node, stat.S_IFCHR | 0o600, os.makedev(10, 200))
-        os.chmod(node, 0o666)  # noqa: S103 - the udev default for /dev/net/tun
+        os.chmod(node, 0o666)
         yield node
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -19,7 +19,7 @@ from support import privileged as priv
 
 pytestmark = pytest.mark.privileged
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = priv.EXAMPLES
 
 # Outcome of one call as JSON: the device's name, or the error and its errnos.
 ATTEMPT = """

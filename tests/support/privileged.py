@@ -19,13 +19,17 @@ import secrets
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-VENV_PYTHON = os.environ.get("GPROCKET_TEST_PYTHON", "/opt/gprocket/venv/bin/python")
+# The interpreter running the tests also runs the unprivileged side, so both
+# import the same gprocket; it must sit where other users can run it
+# (scripts/setup.sh makes /opt/gprocket/venv).
+VENV_PYTHON = os.environ.get("GPROCKET_TEST_PYTHON") or sys.executable
 TEST_GROUP = "gprocket"
 UNPRIV_USER = "gprocket-test"
 OTHER_USER = "gprocket-other"
@@ -33,6 +37,37 @@ OTHER_USER = "gprocket-other"
 # directories above its policy; /tmp (world-writable) would be refused.
 INSTALL_ROOT = Path("/opt/gprocket/t")
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _readable_by_others(path: Path) -> bool:
+    """Whether a user with no special rights can read `path` (every parent searchable)."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        needed = stat.S_IROTH if parent == path else stat.S_IXOTH
+        if not mode & needed:
+            return False
+    return True
+
+
+def _examples_dir() -> Path:
+    """examples/ where the unprivileged test users can read it.
+
+    A CI clone may sit under /root (mode 0700): then the examples are copied
+    once per run into the root-owned, world-readable install root.
+    """
+    source = REPO / "examples"
+    if _readable_by_others(source / "echo.py"):
+        return source
+    target = INSTALL_ROOT / f"examples-{os.getpid()}"
+    if not target.exists():
+        INSTALL_ROOT.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(source, target)
+        for path in [INSTALL_ROOT.parent, INSTALL_ROOT, target, *target.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    return target
+
+
+EXAMPLES = _examples_dir()
 
 
 @dataclass(frozen=True)

@@ -22,29 +22,17 @@ from support import privileged as priv
 
 pytestmark = pytest.mark.privileged
 
-CAPSETUP = [priv.VENV_PYTHON, "-m", "capsetup"]
 
 
-def capsetup(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real capsetup command as root."""
-    env = {"PATH": priv.SAFE_PATH, "PYTHONPATH": priv.python_path(), "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
-    return subprocess.run([*CAPSETUP, *args], capture_output=True, text=True, env=env,
-                          timeout=60, check=False)  # fmt: skip
+capsetup = priv.run_capsetup
 
 
-def _install_root() -> Path:
-    priv.INSTALL_ROOT.mkdir(parents=True, exist_ok=True)
-    for directory in (priv.INSTALL_ROOT.parent, priv.INSTALL_ROOT):
-        os.chown(directory, 0, 0)
-        os.chmod(directory, 0o755)
-    return priv.INSTALL_ROOT
 
 
 @pytest.fixture
 def prefix(unpriv_user: priv.User) -> Iterator[Path]:
     """A prefix that does not exist yet; capsetup creates it, the fixture cleans up."""
-    path = _install_root() / f"cs-{secrets.token_hex(5)}"
+    path = priv.install_root() / f"cs-{secrets.token_hex(5)}"
     try:
         yield path
     finally:
@@ -236,7 +224,7 @@ def test_install_refuses_a_world_writable_parent() -> None:
 
 
 def test_install_refuses_a_parent_owned_by_a_user(unpriv_user: priv.User) -> None:
-    parent = _install_root() / f"cs-user-{secrets.token_hex(4)}"
+    parent = priv.install_root() / f"cs-user-{secrets.token_hex(4)}"
     parent.mkdir(mode=0o755)
     try:
         os.chown(parent, unpriv_user.uid, unpriv_user.gid)
@@ -250,7 +238,7 @@ def test_install_refuses_a_parent_owned_by_a_user(unpriv_user: priv.User) -> Non
 
 def _in_private_mount(fstype: str, options: str, script: str) -> subprocess.CompletedProcess[str]:
     """Run a shell script in a private mount namespace with a fresh fs at $MNT."""
-    mnt = _install_root() / f"cs-mnt-{secrets.token_hex(4)}"
+    mnt = priv.install_root() / f"cs-mnt-{secrets.token_hex(4)}"
     mnt.mkdir(mode=0o755)
     argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
             f'mount -t {fstype} -o {options} {fstype} "$MNT" && {script}']  # fmt: skip

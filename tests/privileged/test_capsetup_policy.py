@@ -48,22 +48,14 @@ TEXTS = [
 ]
 
 
-def capsetup(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real capsetup command as root."""
-    env = {"PATH": priv.SAFE_PATH, "PYTHONPATH": priv.python_path(), "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
-    return subprocess.run([priv.VENV_PYTHON, "-m", "capsetup", *args], capture_output=True,
-                          text=True, env=env, timeout=60, check=False)  # fmt: skip
+capsetup = priv.run_capsetup
 
 
 @pytest.fixture(scope="module")
 def installed() -> Iterator[Path]:
     """One capsetup install shared by the module (the policy is rewritten per case)."""
     priv.ensure_group(priv.TEST_GROUP)
-    priv.INSTALL_ROOT.mkdir(parents=True, exist_ok=True)
-    for directory in (priv.INSTALL_ROOT.parent, priv.INSTALL_ROOT):
-        os.chown(directory, 0, 0)
-        os.chmod(directory, 0o755)
+    priv.install_root()
     prefix = priv.INSTALL_ROOT / f"cs-pol-{secrets.token_hex(4)}"
     done = capsetup("install", "--prefix", str(prefix))
     assert done.returncode == 0, done.stderr

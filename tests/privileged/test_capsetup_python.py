@@ -15,21 +15,13 @@ from support import privileged as priv
 pytestmark = pytest.mark.privileged
 
 
-def capsetup(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real capsetup command as root."""
-    env = {"PATH": priv.SAFE_PATH, "PYTHONPATH": priv.python_path(), "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
-    return subprocess.run([priv.VENV_PYTHON, "-m", "capsetup", *args], capture_output=True,
-                          text=True, env=env, timeout=60, check=False)  # fmt: skip
+capsetup = priv.run_capsetup
 
 
 @pytest.fixture
 def venv_and_prefix(unpriv_user: priv.User) -> Iterator[tuple[Path, Path]]:
     """A fresh root-owned venv (made by the venv's own base interpreter) and a prefix."""
-    priv.INSTALL_ROOT.mkdir(parents=True, exist_ok=True)
-    for directory in (priv.INSTALL_ROOT.parent, priv.INSTALL_ROOT):
-        os.chown(directory, 0, 0)
-        os.chmod(directory, 0o755)
+    priv.install_root()
     root = priv.INSTALL_ROOT / f"cs-py-{secrets.token_hex(4)}"
     root.mkdir(mode=0o755)
     venv = root / "venv"

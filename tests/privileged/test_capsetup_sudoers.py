@@ -20,26 +20,15 @@ from capsetup.sudoers import place_sudoers, render_sudoers
 pytestmark = pytest.mark.privileged
 
 
-def capsetup(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real capsetup command as root."""
-    env = {"PATH": priv.SAFE_PATH, "PYTHONPATH": priv.python_path(), "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
-    return subprocess.run([priv.VENV_PYTHON, "-m", "capsetup", *args], capture_output=True,
-                          text=True, env=env, timeout=60, check=False)  # fmt: skip
+capsetup = priv.run_capsetup
 
 
-def _install_root() -> Path:
-    priv.INSTALL_ROOT.mkdir(parents=True, exist_ok=True)
-    for directory in (priv.INSTALL_ROOT.parent, priv.INSTALL_ROOT):
-        os.chown(directory, 0, 0)
-        os.chmod(directory, 0o755)
-    return priv.INSTALL_ROOT
 
 
 @pytest.fixture
 def prefix(unpriv_user: priv.User) -> Iterator[Path]:
     """An installed helper (caps mode) in a fresh prefix; removed with its drop-in."""
-    path = _install_root() / f"cs-{secrets.token_hex(5)}"
+    path = priv.install_root() / f"cs-{secrets.token_hex(5)}"
     done = capsetup("install", "--prefix", str(path))
     assert done.returncode == 0, done.stderr
     try:
@@ -53,7 +42,7 @@ def prefix(unpriv_user: priv.User) -> Iterator[Path]:
 @pytest.fixture
 def scratch_dir() -> Iterator[Path]:
     """A root-owned directory to try drop-ins in without touching /etc."""
-    path = _install_root() / f"sudoers-{secrets.token_hex(4)}"
+    path = priv.install_root() / f"sudoers-{secrets.token_hex(4)}"
     path.mkdir(mode=0o755)
     try:
         yield path

@@ -8,10 +8,8 @@ request, then opens every one of them and records the rung that did.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -58,12 +56,7 @@ def check(user: priv.User, helper: Path | str, **kwargs: Any) -> dict[str, Any]:
     return result
 
 
-def capsetup(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real capsetup command as root."""
-    env = {"PATH": priv.SAFE_PATH, "PYTHONPATH": priv.python_path(), "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
-    return subprocess.run([priv.VENV_PYTHON, "-m", "capsetup", *args], capture_output=True,
-                          text=True, env=env, timeout=60, check=False)  # fmt: skip
+capsetup = priv.run_capsetup
 
 
 @pytest.fixture
@@ -75,10 +68,7 @@ def missing_helper() -> Path:
 @pytest.fixture
 def capsetup_prefix(unpriv_user: priv.User) -> Iterator[Path]:
     """A helper installed by capsetup (caps mode) in a fresh prefix."""
-    priv.INSTALL_ROOT.mkdir(parents=True, exist_ok=True)
-    for directory in (priv.INSTALL_ROOT.parent, priv.INSTALL_ROOT):
-        os.chown(directory, 0, 0)
-        os.chmod(directory, 0o755)
+    priv.install_root()
     path = priv.INSTALL_ROOT / f"cs-{secrets.token_hex(5)}"
     done = capsetup("install", "--prefix", str(path))
     assert done.returncode == 0, done.stderr

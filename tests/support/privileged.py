@@ -247,6 +247,23 @@ def make_netns(prefix: str = "gpt") -> Iterator[Netns]:
         subprocess.run(["ip", "netns", "del", ns.name], check=False)
 
 
+def install_root() -> Path:
+    """INSTALL_ROOT, made root-owned 0755 like every directory the helper checks."""
+    INSTALL_ROOT.mkdir(parents=True, exist_ok=True)
+    for directory in (INSTALL_ROOT.parent, INSTALL_ROOT):
+        os.chown(directory, 0, 0)
+        os.chmod(directory, 0o755)
+    return INSTALL_ROOT
+
+
+def run_capsetup(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the real capsetup command as root, with the tested package importable."""
+    env = {"PATH": SAFE_PATH, "PYTHONPATH": python_path(), "LANG": "C.UTF-8",
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([VENV_PYTHON, "-m", "capsetup", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, check=False)
+
+
 @contextlib.contextmanager
 def install_helper(mode: str = "caps", policy: str | None = None,
                    group: str = TEST_GROUP, source: Path | None = None) -> Iterator[Path]:
@@ -257,11 +274,7 @@ def install_helper(mode: str = "caps", policy: str | None = None,
     if not source.is_file():
         raise FileNotFoundError(f"helper not built: {source} (run: make -C helper)")
     gid = ensure_group(group)
-    INSTALL_ROOT.mkdir(parents=True, exist_ok=True)
-    for directory in (INSTALL_ROOT.parent, INSTALL_ROOT):
-        os.chown(directory, 0, 0)
-        os.chmod(directory, 0o755)
-    prefix = INSTALL_ROOT / secrets.token_hex(6)
+    prefix = install_root() / secrets.token_hex(6)
     target_dir = prefix / "libexec" / "gprocket"
     target_dir.mkdir(parents=True, mode=0o755)
     for directory in (prefix, prefix / "libexec", target_dir):
@@ -287,8 +300,7 @@ def install_helper(mode: str = "caps", policy: str | None = None,
 @contextlib.contextmanager
 def caps_python(caps: str = "cap_net_bind_service,cap_net_raw+p") -> Iterator[str]:
     """A copy of the interpreter with file capabilities (permitted only)."""
-    INSTALL_ROOT.mkdir(parents=True, exist_ok=True)
-    prefix = INSTALL_ROOT / secrets.token_hex(6)
+    prefix = install_root() / secrets.token_hex(6)
     (prefix / "bin").mkdir(parents=True, mode=0o755)
     os.chmod(prefix, 0o755)
     real = Path(os.path.realpath(VENV_PYTHON))

@@ -1,13 +1,20 @@
 """The persistent helper: one ``gprocket-helper --broker`` per client process.
 
 Started lazily on the first request, it serves every later request over the
-same socketpair. Greenlets pipeline their requests, each tagged with an id;
-one reader greenlet matches replies to waiters (AsyncResult), so no request
-blocks the hub or another request. Every wait is bounded: a broker that
-stops answering is killed and its in-flight requests fail with HelperError;
-a broker that died is restarted by the next request. After ``os.fork`` the
-child never touches the parent's broker (it closes its copy of the channel
-and starts its own on demand). ``close()`` and interpreter exit shut it down.
+same socketpair. Greenlets pipeline their requests, each tagged with an id.
+There is no standing reader: the first waiting requester reads the channel
+itself (leader) and hands every reply that is not its own to that request's
+greenlet (follower); when its own reply comes it passes the reading on to a
+follower. A lone request therefore costs one send, one cooperative wait and
+one recvmsg, with no greenlet switch besides the hub's. A reply whose
+requester was killed is still read (by a short-lived reader when nobody
+else is reading), so the descriptor it carries is closed at once. No request blocks
+the hub or another request. Every wait is bounded: a broker that stops
+answering is killed and its in-flight requests fail with HelperError; a
+broker that died is restarted by the next request (a request the dead
+broker never received is sent to the new one). After ``os.fork`` the child
+never touches the parent's broker (it closes its copy of the channel and
+starts its own on demand). ``close()`` and interpreter exit shut it down.
 
 The broker belongs to the OS thread that started it: its channel is a
 gevent socket of that thread's hub, and the helper's PR_SET_PDEATHSIG fires
@@ -22,21 +29,22 @@ import contextlib
 import errno
 import itertools
 import os
+import socket
 import threading
 import time
 import weakref
 from typing import Any
 
 import gevent
-from gevent.event import AsyncResult
+from gevent.hub import Waiter, get_hub
 from gevent.lock import Semaphore
 
 from ._errors import HelperError
-from ._fdpass import close_fds, receive, verify
+from ._fdpass import receive, verify
 from ._helper import DEFAULT_TIMEOUT, check_runnable, raise_for_reply
 from ._spawn import Child, spawn
 from ._spec import Request
-from ._wire import encode_request
+from ._wire import Reply, encode_request
 
 __all__ = ["Broker", "get_broker", "shutdown_all"]
 
@@ -45,19 +53,46 @@ _REGISTRY: dict[tuple[str, int], Broker] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
+class _Unsent(Exception):
+    """The request never reached the broker: its peer end was already closed."""
+
+
+class _Slot:
+    """One request in flight: when it was sent, and its outcome once known."""
+
+    __slots__ = ("error", "result", "since")
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+        self.result: tuple[Reply, int | None] | None = None
+        self.error: HelperError | None = None
+
+
 class _Session:
     """One running broker process and the requests in flight on it."""
 
     def __init__(self, child: Child, timeout: float) -> None:
         self.child = child
         self.timeout = timeout
-        # id -> (waiter, when it was registered); dicts keep insertion order,
-        # so the first entry is the oldest request still waiting.
-        self.pending: dict[int, tuple[AsyncResult[tuple[Any, int | None]], float]] = {}
+        # id -> slot; dicts keep insertion order, so the first entry is the
+        # oldest request still waiting.
+        self.pending: dict[int, _Slot] = {}
+        # Requesters parked until their reply (or the reading) is handed to them.
+        self.followers: dict[_Slot, Waiter[Any]] = {}
+        self.reading = False
+        # Requests whose requester left (killed) before its reply came: their
+        # replies must still be read, to close the descriptors they carry.
+        self.orphans = 0
         self.ids = itertools.count(1)
         self.send_lock = Semaphore()
+        # The non-blocking socket under the gevent one (gevent keeps it as _sock).
+        self.raw: socket.socket = child.channel._sock
         self.dead: str | None = None
-        self.reader = gevent.spawn(self._read_loop)
+        self.loop = get_hub().loop
+        # The broker's exit, noticed while idle (nobody reads the channel
+        # then): a watcher on the pidfd, which costs nothing per request.
+        self.exit_watch = self.loop.io(child.pidfd, 1)
+        self.exit_watch.start(self._exited)
         self.watchdog = gevent.spawn(self._watch)
 
     def _watch(self) -> None:
@@ -66,48 +101,158 @@ class _Session:
         while self.dead is None:
             gevent.sleep(tick)
             if self.dead is None and self.pending:
-                _, oldest = next(iter(self.pending.values()))
+                oldest = next(iter(self.pending.values())).since
                 if time.monotonic() - oldest > self.timeout:
                     # Replies come strictly in order: one late reply stalls them all.
                     self.fail(f"the broker did not answer within {self.timeout} s", kill=True)
 
+    def _exited(self) -> None:
+        # Runs in the hub. With requests in flight their reader meets the
+        # channel's end after any replies the broker sent before it died.
+        self.exit_watch.stop()
+        if not self.pending:
+            self.fail("the broker exited")
+
     def next_id(self) -> int:
         return next(self.ids) & 0xFFFFFFFF or next(self.ids)
 
-    def _read_loop(self) -> None:
-        reason = "the broker closed the channel"
+    def call(self, message: bytes, rid: int) -> tuple[Reply, int | None]:
+        """Send ``message`` (request id ``rid``) and wait for its reply.
+
+        Raises _Unsent when the broker was gone before the message could
+        reach it, HelperError when it died or failed with the request in
+        flight.
+        """
+        slot = _Slot(time.monotonic())
+        self.pending[rid] = slot
+        sent = -1
         try:
-            while self.dead is None:
-                got = receive(self.child.channel)
-                if got is None:
-                    break
-                reply, fd = got
-                entry = self.pending.pop(reply.id, None)
-                if entry is None:
-                    # Its requester is gone (killed greenlet): nobody will take this one.
-                    close_fds([] if fd is None else [fd])
-                    continue
-                entry[0].set((reply, fd))
-        except (OSError, HelperError) as err:
-            reason = f"the broker channel failed: {err}"
+            try:
+                # One SEQPACKET message: sent whole or not at all. Straight to
+                # the non-blocking socket when no sender waits for room; the
+                # gevent socket (which waits) only when the queue is full.
+                try:
+                    if self.send_lock.locked():
+                        raise BlockingIOError
+                    sent = self.raw.send(message)
+                except BlockingIOError:
+                    with self.send_lock:
+                        sent = self.child.channel.send(message)
+                if sent != len(message):
+                    raise OSError(errno.EMSGSIZE, "short send on a SEQPACKET channel")
+            except BrokenPipeError as err:
+                # EPIPE: the peer end was closed, so nothing was delivered.
+                self.fail("the broker exited")
+                raise _Unsent(str(err)) from err
+            except OSError as err:
+                self.fail(f"cannot send to the broker: {err}")
+                raise HelperError(f"cannot send to the broker: {err}") from err
+            # Bounded: the watchdog fails every request of a broker that stops
+            # answering, and a reader that meets the channel's end fails them all.
+            while slot.result is None:
+                if slot.error is not None:
+                    raise slot.error
+                if self.reading:
+                    self._follow(slot)
+                else:
+                    self._lead(slot)
+            return slot.result
+        except BaseException:
+            # Killed or failed after its reply arrived: nobody else will close it.
+            if slot.result is not None and slot.result[1] is not None:
+                os.close(slot.result[1])
+            elif sent > 0 and slot.error is None and self.dead is None:
+                # Killed with its reply still to come: someone must read it.
+                self.pending.pop(rid, None)
+                self.orphans += 1
+                self._pass_reading()
+            raise
         finally:
-            self.fail(reason)
+            self.pending.pop(rid, None)
+
+    def _follow(self, slot: _Slot) -> None:
+        waiter: Waiter[Any] = Waiter()
+        self.followers[slot] = waiter
+        try:
+            waiter.get()
+        finally:
+            self.followers.pop(slot, None)
+
+    def _wake(self, slot: _Slot) -> None:
+        waiter = self.followers.pop(slot, None)
+        if waiter is not None:
+            # Waiter.switch belongs to the hub: it runs it on its next turn.
+            self.loop.run_callback(waiter.switch, None)
+
+    def _lead(self, slot: _Slot | None) -> None:
+        """Read replies, handing each to its requester, until ``slot``'s comes
+        (with None: until every orphaned reply has been read and closed)."""
+        self.reading = True
+        try:
+            while (
+                slot.result is None and slot.error is None
+                if slot is not None
+                else self.orphans > 0 and self.dead is None
+            ):
+                try:
+                    got = receive(self.child.channel)
+                except (OSError, HelperError) as err:
+                    self.fail(f"the broker channel failed: {err}")
+                    return
+                if got is None:
+                    self.fail("the broker closed the channel")
+                    return
+                owner = self.pending.pop(got[0].id, None)
+                if owner is None:
+                    # Its requester is gone (killed greenlet): nobody will take this one.
+                    self.orphans = max(0, self.orphans - 1)
+                    if got[1] is not None:
+                        os.close(got[1])
+                    continue
+                owner.result = got
+                if owner is not slot:
+                    self._wake(owner)
+        finally:
+            self.reading = False
+            self._pass_reading()
+
+    def _pass_reading(self) -> None:
+        """Make sure someone reads while any reply is still due."""
+        if self.reading or self.dead is not None:
+            return
+        if self.followers:
+            # A follower's reply may still be coming: it reads next.
+            self._wake(next(iter(self.followers)))
+        elif self.orphans:
+            # Only replies nobody waits for: a short-lived reader closes
+            # their descriptors (a bound port must not stay held in the queue).
+            self.reading = True
+            gevent.spawn(self._drain)
+
+    def _drain(self) -> None:
+        self.reading = False
+        self._lead(None)
 
     def fail(self, reason: str, *, kill: bool = False, wait: bool = False) -> None:
         """Mark dead, fail every waiter, stop and reap the process.
 
         A broker that stopped answering is killed at once (``kill``); one
         whose channel ended gets a second to exit by itself, reaped in the
-        background or, with ``wait``, before this returns.
+        background or, with ``wait``, before this returns. Safe to call from
+        the hub (no blocking unless ``wait``).
         """
+        slots, self.pending = self.pending, {}
+        for slot in slots.values():
+            # Also a request that slipped in after the death was noticed.
+            slot.error = HelperError(
+                f"the broker died with this request in flight: {self.dead or reason}"
+            )
+            self._wake(slot)
         if self.dead is not None:
             return
         self.dead = reason
-        waiters, self.pending = self.pending, {}
-        for waiter, _ in waiters.values():
-            waiter.set_exception(
-                HelperError(f"the broker died with this request in flight: {reason}")
-            )
+        self.exit_watch.stop()
+        # Closing cancels a leader's wait on the channel (it sees EBADF).
         self.child.channel.close()
         said = self.child.stderr_text()
         if said:
@@ -127,6 +272,7 @@ class _Session:
     def abandon_after_fork(self) -> None:
         """In a forked child: forget the parent's broker without touching it."""
         self.dead = "inherited across fork"
+        self.exit_watch.stop()
         channel = self.child.channel
         raw = getattr(channel, "_sock", None)
         fd = raw.detach() if raw is not None else -1
@@ -138,14 +284,16 @@ class _Session:
         # The process is the parent's: never signal or reap it from here.
         self.child.pidfd = -1
         self.child.stderr = -1
-        waiters, self.pending = self.pending, {}
-        for waiter, _ in waiters.values():
-            waiter.set_exception(HelperError("the broker belongs to the parent process (forked)"))
+        slots, self.pending = self.pending, {}
+        for slot in slots.values():
+            slot.error = HelperError("the broker belongs to the parent process (forked)")
+            self._wake(slot)
 
     def shutdown_blocking(self, timeout: float) -> None:
         """At exit: close the channel and let the broker leave, killing it if late."""
         if self.dead is None:
             self.dead = "shut down"
+        self.exit_watch.stop()
         self.child.channel.close()
         self.child.shutdown_blocking(timeout)
 
@@ -202,22 +350,19 @@ class Broker:
         """
         session = self._live_session()
         rid = session.next_id()
-        message = encode_request(request, rid)
-        waiter: AsyncResult[tuple[Any, int | None]] = AsyncResult()
-        session.pending[rid] = (waiter, time.monotonic())
         try:
-            with session.send_lock:
-                # One SEQPACKET message: sent whole or not at all.
-                if session.child.channel.send(message) != len(message):
-                    raise OSError(errno.EMSGSIZE, "short send on a SEQPACKET channel")
-            # Bounded: the session's watchdog fails every waiter of a broker
-            # that stops answering, and the reader fails them when it dies.
-            reply, fd = waiter.get()
-        except OSError as err:
-            session.fail(f"cannot send to the broker: {err}")
-            raise HelperError(f"cannot send to the broker: {err}") from err
-        finally:
-            session.pending.pop(rid, None)
+            reply, fd = session.call(encode_request(request, rid), rid)
+        except _Unsent as err:
+            # The broker died while idle and its end was closed before we
+            # wrote: the request never reached it, so a new broker may serve it.
+            session = self._live_session()
+            rid = session.next_id()
+            try:
+                reply, fd = session.call(encode_request(request, rid), rid)
+            except _Unsent as again:
+                raise HelperError(
+                    f"the broker {self.path} exited before it could read a request: {again}"
+                ) from err
         if fd is not None and not reply.ok:
             os.close(fd)
         raise_for_reply(reply, request)

@@ -11,12 +11,13 @@ it: trust the descriptor, not the peer.
 
 from __future__ import annotations
 
+import _socket
 import array
-import functools
 import os
 import socket
 import stat
 import sys
+from typing import NamedTuple
 
 import gevent.socket
 
@@ -37,6 +38,13 @@ _MSG_CTRUNC = int(socket.MSG_CTRUNC)
 _SOL_SOCKET = int(socket.SOL_SOCKET)
 _SCM_RIGHTS = int(socket.SCM_RIGHTS)
 _INT_SIZE = array.array("i").itemsize
+_SO_DOMAIN = int(socket.SO_DOMAIN)
+_SO_TYPE = int(socket.SO_TYPE)
+_SO_PROTOCOL = int(socket.SO_PROTOCOL)
+_SO_BINDTODEVICE = int(socket.SO_BINDTODEVICE)
+_SO_ACCEPTCONN = int(socket.SO_ACCEPTCONN)
+_IPPROTO_IPV6 = int(socket.IPPROTO_IPV6)
+_IPV6_V6ONLY = int(socket.IPV6_V6ONLY)
 
 
 def close_fds(fds: list[int]) -> None:
@@ -129,63 +137,97 @@ def _mismatch(what: str, got: object, wanted: object) -> HelperError:
     )
 
 
+class _Expect(NamedTuple):
+    """What a descriptor for one SocketRequest must show, worked out once."""
+
+    family: int
+    type: int
+    protocol: int
+    packet: bool
+    address: bytes | None  # packed bound address; None: not bound
+    port: int  # bound port to check; 0: none (raw sockets have no port)
+    v6only: int | None  # IPV6_V6ONLY to expect; None: not an IPv6 datagram/stream
+    interface: str | None
+    listening: bool
+
+
+def _expect(request: SocketRequest) -> _Expect:
+    # Requests are frozen: the expectation is kept on the request object
+    # itself (as _spec keeps its hash), so a broker serving the same request
+    # again pays one dict lookup instead of a hash and a cache probe.
+    found: _Expect | None = request.__dict__.get("_gprocket_expect")
+    if found is None:
+        bound = request.needs_bind and request.family != socket.AF_PACKET
+        found = _Expect(
+            family=request.family,
+            type=request.type,
+            protocol=request.protocol,
+            packet=request.family == socket.AF_PACKET,
+            address=socket.inet_pton(request.family, request.bind_ip) if bound else None,
+            port=request.port if request.type != socket.SOCK_RAW else 0,
+            v6only=(
+                int(not request.dualstack)
+                if request.family == socket.AF_INET6 and request.type != socket.SOCK_RAW
+                else None
+            ),
+            interface=request.interface,
+            listening=bool(request.backlog),
+        )
+        request.__dict__["_gprocket_expect"] = found
+    return found
+
+
 def _verify_socket(fd: int, request: SocketRequest) -> None:
-    # Explicit family/type/proto: no autodetection, the checks below read them.
+    # Explicit family/type/proto: no autodetection, the checks below read
+    # them. The C type, not socket.socket: the same calls without the
+    # Python-level wrapper around each one.
+    expect = _expect(request)
     try:
-        sock = socket.socket(request.family, request.type, request.protocol, fileno=fd)
+        sock = _socket.socket(expect.family, expect.type, expect.protocol, fd)
     except OSError as err:
         raise HelperError(f"the helper returned an unusable descriptor: {err}") from err
     try:
-        _check_socket(sock, request)
+        _check_socket(sock, expect, request)
     except OSError as err:
         raise HelperError(f"the helper returned an unusable descriptor: {err}") from err
     finally:
         sock.detach()
 
 
-@functools.lru_cache(maxsize=512)
-def _bind_address(request: SocketRequest) -> bytes | None:
-    """The bound address the socket must report, packed (None: not bound)."""
-    if not request.needs_bind:
-        return None
-    return socket.inet_pton(request.family, request.bind_ip)
-
-
-def _check_socket(sock: socket.socket, request: SocketRequest) -> None:
-    domain = sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
-    kind = sock.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
-    if domain != request.family:
-        raise _mismatch("family", domain, request.family)
-    if kind != request.type:
-        raise _mismatch("type", kind, request.type)
-    if request.family == socket.AF_PACKET:
+def _check_socket(sock: _socket.socket, expect: _Expect, request: SocketRequest) -> None:
+    domain = sock.getsockopt(_SOL_SOCKET, _SO_DOMAIN)
+    kind = sock.getsockopt(_SOL_SOCKET, _SO_TYPE)
+    if domain != expect.family:
+        raise _mismatch("family", domain, expect.family)
+    if kind != expect.type:
+        raise _mismatch("type", kind, expect.type)
+    if expect.packet:
         # SO_PROTOCOL reads 0 on packet sockets: the bound ethertype
         # (sll_protocol, which Python turns to host order) is the check.
         ifname, ethertype = sock.getsockname()[:2]
-        if ethertype != request.protocol:
-            raise _mismatch("ethertype", ethertype, request.protocol)
-        if (ifname or None) != request.interface:
-            raise _mismatch("interface", ifname, request.interface)
+        if ethertype != expect.protocol:
+            raise _mismatch("ethertype", ethertype, expect.protocol)
+        if (ifname or None) != expect.interface:
+            raise _mismatch("interface", ifname, expect.interface)
         return
-    proto = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
-    if proto != request.protocol:
-        raise _mismatch("protocol", proto, request.protocol)
-    expected = _bind_address(request)
-    if expected is not None:
+    proto = sock.getsockopt(_SOL_SOCKET, _SO_PROTOCOL)
+    if proto != expect.protocol:
+        raise _mismatch("protocol", proto, expect.protocol)
+    if expect.address is not None:
         name = sock.getsockname()
-        if request.port and request.type != socket.SOCK_RAW and name[1] != request.port:
-            raise _mismatch("port", name[1], request.port)
-        if socket.inet_pton(request.family, name[0]) != expected:
+        if expect.port and name[1] != expect.port:
+            raise _mismatch("port", name[1], expect.port)
+        if socket.inet_pton(expect.family, name[0]) != expect.address:
             raise _mismatch("address", name[0], request.bind_ip)
-    if request.family == socket.AF_INET6 and request.type != socket.SOCK_RAW:
-        v6only = sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
-        if bool(v6only) == request.dualstack:
-            raise _mismatch("IPV6_V6ONLY", v6only, int(not request.dualstack))
-    if request.interface:
-        bound = sock.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16).split(b"\0", 1)[0]
-        if bound.decode() != request.interface:
-            raise _mismatch("SO_BINDTODEVICE", bound.decode(), request.interface)
-    if request.backlog and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+    if expect.v6only is not None:
+        v6only = sock.getsockopt(_IPPROTO_IPV6, _IPV6_V6ONLY)
+        if v6only != expect.v6only:
+            raise _mismatch("IPV6_V6ONLY", v6only, expect.v6only)
+    if expect.interface:
+        bound = sock.getsockopt(_SOL_SOCKET, _SO_BINDTODEVICE, 16).split(b"\0", 1)[0]
+        if bound.decode() != expect.interface:
+            raise _mismatch("SO_BINDTODEVICE", bound.decode(), expect.interface)
+    if expect.listening and not sock.getsockopt(_SOL_SOCKET, _SO_ACCEPTCONN):
         raise HelperError("the helper returned a stream socket that is not listening")
 
 

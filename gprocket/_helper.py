@@ -186,12 +186,14 @@ def one_shot(
         reply, fd = got
         if reply.id != 1:
             raise HelperError(f"the helper answered request id {reply.id}, expected 1")
+        # A one-shot helper exits after its one reply: closing our end now
+        # lets its exit overlap the checks below instead of following them.
+        child.channel.close()
         raise_for_reply(reply, request)
         checked = verify(fd, request, reply)
         fd = None
         # The helper holds its copy of the descriptor (a bound port) until it
         # exits: wait for that, so closing ours really releases the port.
-        child.channel.close()
         try:
             child.wait(timeout)
         except BaseException:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import errno as _errno
-import functools
 import ipaddress
 import re
 import socket
@@ -232,15 +231,21 @@ def encode_request(request: Request, request_id: int) -> bytes:
     """The 192-byte request message for a validated request."""
     if not 0 <= request_id <= 0xFFFFFFFF:
         raise ValueError(f"request id {request_id} is out of range 0..4294967295")
-    template = _template(request)
-    return template[:8] + request_id.to_bytes(4, "little") + template[12:]
-
-
-@functools.lru_cache(maxsize=512)
-def _template(request: Request) -> bytes:
     # Requests are frozen, so a broker serving the same request many times
-    # (reconnects, per-target sockets) packs it once; only the id changes.
-    return encode_wire(to_wire(request, 0))
+    # (reconnects, per-target sockets) packs it once and keeps the message,
+    # split around the id, on the request object itself (as _spec keeps its
+    # hash): one dict lookup per request, no hashing of the fields.
+    try:
+        head, tail = request.__dict__["_gprocket_wire"]
+    except (KeyError, AttributeError):
+        template = encode_wire(to_wire(request, 0))
+        head, tail = template[:8], template[12:]
+        request.__dict__["_gprocket_wire"] = (head, tail)
+    message: bytes = head + _ID.pack(request_id) + tail
+    return message
+
+
+_ID = struct.Struct("<I")
 
 
 def encode_hello(request_id: int) -> bytes:
@@ -262,15 +267,26 @@ def decode_reply(data: bytes) -> Reply:
     # checks of a tail already seen are not repeated.
     seen = _OK_TAILS.get(data[12:]) if len(data) == REPLY_SIZE and data[:8] == _HEAD else None
     if seen is not None:
-        return Reply(int.from_bytes(data[8:12], "little"), *seen)
+        # The fields of a validated reply, copied into a new instance: what
+        # the frozen dataclass's __init__ does, in one step instead of one
+        # object.__setattr__ per field.
+        reply = _new_reply(Reply)
+        fields = reply.__dict__
+        fields["id"] = _ID.unpack_from(data, 8)[0]
+        fields.update(seen)
+        return reply
     reply = _decode_reply(data)
     if reply.ok and len(_OK_TAILS) < 64:
-        _OK_TAILS[data[12:]] = (reply.error, reply.stage, reply.ifname, reply.detail)
+        _OK_TAILS[data[12:]] = {
+            "error": reply.error, "stage": reply.stage, "ifname": reply.ifname,
+            "detail": reply.detail,
+        }
     return reply
 
 
 _HEAD = REPLY_MAGIC + struct.pack("<HH", VERSION, REPLY_SIZE)
-_OK_TAILS: dict[bytes, tuple[int, Stage, str, str]] = {}
+_OK_TAILS: dict[bytes, dict[str, object]] = {}
+_new_reply = object.__new__
 
 
 def _decode_reply(data: bytes) -> Reply:

@@ -257,3 +257,110 @@ def test_close_and_interpreter_exit_stop_the_broker(
     # through atexit, so neither broker is left running or as a zombie.
     assert not Path(f"/proc/{out['first']}").exists()
     assert not Path(f"/proc/{out['second']}").exists()
+
+
+PIPELINE = r"""
+broker = get_broker(HELPER)
+request = gprocket.SocketRequest(0, protocol='icmp')
+os.close(broker.request(request))
+before = fds()
+def one():
+    os.close(broker.request(request))
+    return True
+os.kill(broker.pid, signal.SIGSTOP)  # no reply before the kills below
+jobs = [gevent.spawn(one) for _ in range(300)]
+gevent.sleep(0.05)  # every job has sent: the first reads the channel, the rest wait
+killed = jobs[::3]  # the reader among them: the reading passes to a survivor
+gevent.killall(killed)
+os.kill(broker.pid, signal.SIGCONT)
+gevent.joinall(jobs)
+# Replies to killed requests still come; whoever reads closes their descriptors.
+os.close(broker.request(request))
+say(ok=sum(1 for job in jobs if job.value is True),
+    killed=sum(1 for job in killed if isinstance(job.value, gevent.GreenletExit)),
+    errors=[repr(job.exception) for job in jobs if job.exception is not None],
+    before=before, after=fds(), starts=broker.starts)
+"""
+
+
+def test_pipelined_requests_survive_killed_requesters_and_leak_nothing(
+    unpriv_user: priv.User, netns: priv.Netns, installed_helper
+) -> None:  # type: ignore[no-untyped-def]
+    out = priv.run_json(unpriv_user, PRELUDE + PIPELINE, netns=netns,
+                        env={"GPROCKET_HELPER": str(installed_helper("caps"))})
+    assert out["errors"] == []
+    assert out["killed"] == 100 and out["ok"] == 200
+    assert out["before"] == out["after"] and out["starts"] == 1
+
+
+IDLE_DEATH = r"""
+import select
+broker = get_broker(HELPER)
+request = gprocket.SocketRequest(0, protocol='icmp')
+os.close(broker.request(request))
+first = broker.pid
+os.kill(first, signal.SIGKILL)
+def children():
+    return open(f'/proc/{os.getpid()}/task/{os.getpid()}/children').read().split()
+for _ in range(500):  # the hub notices the exit while nobody reads the channel
+    if broker.pid is None and not children():
+        break
+    gevent.sleep(0.01)
+noticed = broker.pid is None
+zombies = children()
+os.close(broker.request(request))
+second = broker.pid
+# Dead before the hub could notice: the request meets EPIPE, never reached
+# the dead broker, and goes to a new one.
+pidfd = os.pidfd_open(second)
+os.kill(second, signal.SIGKILL)
+poller = select.poll()  # not gevent's: the hub must not run in between
+poller.register(pidfd, select.POLLIN)
+poller.poll(5000)
+os.close(pidfd)
+os.close(broker.request(request))
+say(first=first, second=second, third=broker.pid, noticed=noticed, zombies=zombies,
+    starts=broker.starts)
+"""
+
+
+def test_broker_dead_while_idle_is_reaped_and_replaced_transparently(
+    unpriv_user: priv.User, netns: priv.Netns, installed_helper
+) -> None:  # type: ignore[no-untyped-def]
+    out = priv.run_json(unpriv_user, PRELUDE + IDLE_DEATH, netns=netns,
+                        env={"GPROCKET_HELPER": str(installed_helper("caps"))})
+    assert out["noticed"] is True and out["zombies"] == []
+    assert len({out["first"], out["second"], out["third"]}) == 3
+    assert out["starts"] == 3
+
+
+ORPHAN = r"""
+broker = get_broker(HELPER)
+request = gprocket.SocketRequest(853, protocol='udp', ip='127.0.0.1')
+os.close(broker.request(request))
+def bound():
+    with open('/proc/net/udp') as table:
+        return any(line.split()[1] == '0100007F:0355' for line in table.readlines()[1:])
+os.kill(broker.pid, signal.SIGSTOP)
+job = gevent.spawn(broker.request, request)
+gevent.sleep(0.05)  # sent, waiting for the reply
+job.kill()
+orphaned = broker._session.orphans
+os.kill(broker.pid, signal.SIGCONT)
+for _ in range(500):  # its reply comes to nobody: still read, its socket closed
+    if broker._session.orphans == 0:
+        break
+    gevent.sleep(0.01)
+say(orphaned=orphaned, left=broker._session.orphans, bound=bound(), fds=fds(),
+    starts=broker.starts, pid=broker.pid)
+"""
+
+
+def test_a_killed_requesters_reply_is_read_and_closed_without_another_request(
+    unpriv_user: priv.User, netns: priv.Netns, installed_helper
+) -> None:  # type: ignore[no-untyped-def]
+    out = priv.run_json(unpriv_user, PRELUDE + ORPHAN, netns=netns,
+                        env={"GPROCKET_HELPER": str(installed_helper("caps"))})
+    assert out["orphaned"] == 1 and out["left"] == 0
+    assert out["bound"] is False  # no request after it: the port was released anyway
+    assert out["starts"] == 1 and out["pid"] is not None

@@ -19,6 +19,7 @@ import gc
 import heapq
 import importlib
 import math
+import operator
 import os
 import socket
 import struct
@@ -244,6 +245,24 @@ def _host(state: _State, family: int, isock: IcmpSocket) -> Host:
     _H_TRANSPORT(host, isock.kind)
     _H_RUNG(host, isock.rung)
     return host
+
+
+def _hosts(states: Sequence[_State], family: int, isock: IcmpSocket,
+           results: list[Host | None]) -> None:
+    """_host() for every state into results[state.index]: the sweep's last hot loop."""
+    kind, rung, empty = isock.kind, isock.rung, ()
+    for state in states:
+        host: Host = _new(Host)
+        _H_ADDRESS(host, state.address)
+        _H_NAME(host, state.name)
+        _H_FAMILY(host, family)
+        _H_SENT(host, state.sent)
+        _H_REPLIES(host, tuple(state.replies))
+        _H_DUPLICATES(host, state.duplicates)
+        _H_ERRORS(host, tuple(state.errors) if state.errors else empty)
+        _H_TRANSPORT(host, kind)
+        _H_RUNG(host, rung)
+        results[state.index] = host
 
 
 # --- resolution -----------------------------------------------------------
@@ -971,6 +990,7 @@ class _FastEngine:
         watcher = hub.loop.io(fd, 1)
         writable = hub.loop.io(fd, 2)
         step, monotonic_ns = lib.gpi_step, time.monotonic_ns
+        finished = False
         try:
             while True:
                 count = step(ctx)
@@ -981,6 +1001,7 @@ class _FastEngine:
                         self._events(ctx, count, targets)
                 status = ctx.status
                 if status == _GPI_DONE:
+                    finished = True
                     break
                 if status == _GPI_AGAIN:
                     gevent.sleep(0)  # a slice is at most ~1 ms: let other greenlets run
@@ -998,11 +1019,13 @@ class _FastEngine:
             self.seq = lib.gpi_seq(ctx)
             self._count(ctx)
             # Stopped early (killed, interrupted): targets not complete yet
-            # still show what was sent to them.
-            sent = ctx.tsent
-            for index, state in enumerate(targets):
-                if state.sent < opts.count:
-                    state.sent = sent[index]
+            # still show what was sent to them. (A finished run's final
+            # events set every target's count already.)
+            if not finished:
+                sent = ctx.tsent
+                for index, state in enumerate(targets):
+                    if state.sent < opts.count:
+                        state.sent = sent[index]
 
     def _count(self, ctx: Any) -> None:
         counters = self.counters
@@ -1027,14 +1050,21 @@ class _FastEngine:
         opts = self.options
         on_reply, on_error, done = opts.on_reply, opts.on_error, self.done
         size, sent = 8 + opts.size, opts.count
+        new, set_seq, set_source, set_ttl, set_rtt, set_size = (
+            _new, _R_SEQ, _R_SOURCE, _R_TTL, _R_RTT, _R_SIZE)
         for i, flagged in enumerate(kinds):
             state = targets[indexes[i]]
             final = flagged & _EV_FINAL
             kind = flagged & ~_EV_FINAL
             if kind == _EV_REPLY:
+                # _reply() inlined: this branch runs once per answered target.
                 ttl = ttls[i]
-                reply = _reply(seqs[i], state.address, None if ttl < 0 else ttl,
-                               values[i] / 1e6, size)
+                reply: Reply = new(Reply)
+                set_seq(reply, seqs[i])
+                set_source(reply, state.address)
+                set_ttl(reply, None if ttl < 0 else ttl)
+                set_rtt(reply, values[i] / 1e6)
+                set_size(reply, size)
                 state.replies.append(reply)
                 if on_reply is not None:
                     on_reply(state.name, reply, False)
@@ -1082,11 +1112,16 @@ class _FastEngine:
             self.options.on_error(state.name, error)
 
 
+_TTL_OF = operator.attrgetter("ttl")
+
+
 def _engine(isock: IcmpSocket, options: _Options, done: Callable[[_State], None] | None,
             states: Sequence[_State]) -> _Engine | _FastEngine:
     """The compiled engine when built (and wanted), else the Python one."""
+    # Per-target TTLs (1..255, else None) are the Python engine's job; the
+    # check runs in C (map, attrgetter): it looks at every target of a sweep.
     if _fast_wanted() and len(states) * options.count <= _MAX_PROBES and \
-            all(state.ttl is None for state in states):
+            not any(map(_TTL_OF, states)):
         return _FastEngine(isock, options, done)
     return _Engine(isock, options, done)
 
@@ -1114,49 +1149,61 @@ def _names(addresses: Iterable[str]) -> list[str]:
     if isinstance(addresses, str | bytes):
         raise TypeError("addresses must be an iterable of str, not one str")
     names = list(addresses)
-    for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"each address must be a str, not {type(name).__name__}")
+    if set(map(type, names)) - {str}:  # one pass in C; the loop only names the culprit
+        for name in names:
+            if not isinstance(name, str):
+                raise TypeError(f"each address must be a str, not {type(name).__name__}")
     return names
 
 
 def _plan(addresses: Iterable[str], family: int | None, count: int) -> list[_Plan]:
-    by_family: dict[int, list[_State]] = {}
+    """Resolve every address into per-family target lists, each in input order."""
     names = list(addresses)
-    literals: list[_State] = []
+    v4: list[_State] = []
+    v6: list[_State] = []
+    resolved: dict[int, list[_State]] = {}
     aton, ntoa = socket.inet_aton, socket.inet_ntoa
-    pton, ntop, inet6 = socket.inet_pton, socket.inet_ntop, socket.AF_INET6
+    pton, ntop, inet6 = socket.inet_pton, socket.inet_ntop, int(socket.AF_INET6)
+    want4, want6 = family != socket.AF_INET6, family != socket.AF_INET
+    state = _State
     for index, name in enumerate(names):
         # Fast paths for plain literals (thousands per sweep); resolve() does the rest.
-        if family != socket.AF_INET6 and name.count(".") == 3:
+        # A canonical literal is kept as the address itself, one string less per target.
+        if ":" in name:
+            if want6 and "%" not in name:
+                try:
+                    packed = pton(inet6, name)
+                except OSError:
+                    pass
+                else:
+                    canon = ntop(inet6, packed)
+                    if canon == name:
+                        canon = name
+                    v6.append(state(index, name, canon, (canon, 0, 0, 0), count, None, packed))
+                    continue
+        elif want4 and name.count(".") == 3:  # inet_aton also takes "10.1" and "0x7f.1"
             try:
                 packed = aton(name)
             except OSError:
                 pass
             else:
                 canon = ntoa(packed)
-                literals.append(_State(index, name, canon, (canon, 0), count, None, packed))
-                continue
-        elif family != socket.AF_INET and ":" in name and "%" not in name:
-            try:
-                packed = pton(inet6, name)
-            except OSError:
-                pass
-            else:
-                canon = ntop(inet6, packed)
-                literals.append(_State(index, name, canon, (canon, 0, 0, 0), count, None,
-                                       packed))
+                if canon == name:
+                    canon = name
+                v4.append(state(index, name, canon, (canon, 0), count, None, packed))
                 continue
         af, canon, sockaddr = resolve(name, family)
-        by_family.setdefault(af, []).append(_State(index, name, canon, sockaddr, count))
-    resolved = bool(by_family)
-    for state in literals:
-        af = socket.AF_INET if len(state.sockaddr) == 2 else inet6
-        by_family.setdefault(af, []).append(state)
-    if literals and resolved:
-        for states in by_family.values():
-            states.sort(key=lambda state: state.index)
-    return [_Plan(af, states) for af, states in sorted(by_family.items())]
+        resolved.setdefault(int(af), []).append(state(index, name, canon, sockaddr, count))
+    for af, literals in ((int(socket.AF_INET), v4), (inet6, v6)):
+        if not literals:
+            continue
+        states = resolved.get(af)
+        if states is None:
+            resolved[af] = literals
+        else:
+            states.extend(literals)
+            states.sort(key=lambda target: target.index)
+    return [_Plan(socket.AddressFamily(af), states) for af, states in sorted(resolved.items())]
 
 
 @dataclass(frozen=True)
@@ -1273,8 +1320,10 @@ def multiping(addresses: Iterable[str], count: int = 1,  # noqa: PLR0917
         finally:
             isock.close()
         with _gc_paused():
-            for state in plan.states:
-                results[state.index] = _host(state, plan.family, isock)
+            _hosts(plan.states, plan.family, isock, results)
+            # Free the per-target state before the collector runs again, so
+            # that its first pass does not traverse what is garbage already.
+            plan.states.clear()
 
     opts = job.options
     # A short sweep keeps the collector paused throughout (see _gc_paused);
@@ -1291,7 +1340,9 @@ def multiping(addresses: Iterable[str], count: int = 1,  # noqa: PLR0917
                 gevent.joinall(greenlets, raise_error=True)
             finally:
                 gevent.killall(greenlets)
-    return [r for r in results if r is not None]
+        del work
+        hosts = [r for r in results if r is not None]
+    return hosts
 
 
 def multiping_iter(addresses: Iterable[str], count: int = 1,  # noqa: PLR0917

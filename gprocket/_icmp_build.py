@@ -69,7 +69,7 @@ SOURCE = r"""
 #define GPI_AGAIN 3
 
 enum { EV_REPLY = 1, EV_DUP = 2, EV_ERROR = 3, EV_SENDFAIL = 4, EV_DONE = 5, EV_FINAL = 0x100 };
-/* Rejection reasons, named on the Python side (_icmp_fast.REASONS). */
+/* Rejection reasons, named on the Python side (_icmp_fast._REASONS). */
 enum { R_TRUNC = 0, R_SUM, R_NOTICMP, R_BADIP, R_QUOTE, R_UNKNOWN, R_CODE, R_BIG };
 
 #define ST_WAIT 0

@@ -13,7 +13,7 @@ import socket
 import gevent
 import pytest
 
-from gprocket import icmp
+from gprocket import _icmp_engine, _icmp_fast, _icmp_gc, _icmp_results, _icmp_state, icmp
 from gprocket._icmp_socket import IcmpSocket
 
 
@@ -111,23 +111,23 @@ def test_wrong_types_are_type_errors() -> None:
 
 def test_engine_choice_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(icmp.ENGINE_ENV, "python")
-    assert not icmp._fast_wanted()
+    assert not _icmp_fast._fast_wanted()
     monkeypatch.setenv(icmp.ENGINE_ENV, "c")
-    assert icmp._fast_wanted(), "build it: python -m gprocket._icmp_build"
+    assert _icmp_fast._fast_wanted(), "build it: python -m gprocket._icmp_build"
     monkeypatch.setenv(icmp.ENGINE_ENV, "")
-    assert icmp._fast_wanted()  # built: the compiled engine is the default
+    assert _icmp_fast._fast_wanted()  # built: the compiled engine is the default
     monkeypatch.setenv(icmp.ENGINE_ENV, "fortran")
     with pytest.raises(ValueError, match="GPROCKET_ICMP_ENGINE"):
-        icmp._fast_wanted()
+        _icmp_fast._fast_wanted()
 
 
 def test_without_the_extension_python_is_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(icmp, "_speed", None)
+    monkeypatch.setattr(_icmp_fast, "_speed", None)
     monkeypatch.delenv(icmp.ENGINE_ENV, raising=False)
-    assert not icmp._fast_wanted()
+    assert not _icmp_fast._fast_wanted()
     monkeypatch.setenv(icmp.ENGINE_ENV, "c")
     with pytest.raises(RuntimeError, match=r"python -m gprocket\._icmp_build"):
-        icmp._fast_wanted()
+        _icmp_fast._fast_wanted()
 
 
 def test_per_target_ttl_stays_on_the_python_engine(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,26 +135,26 @@ def test_per_target_ttl_stays_on_the_python_engine(monkeypatch: pytest.MonkeyPat
     isock = IcmpSocket(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.AF_INET,
                             "raw", "plain", 1, 1 << 20)
     try:
-        options = icmp._Options(count=1, interval=0.0, timeout=1.0, size=56)
-        plain = [icmp._State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 1)]
-        traced = [icmp._State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 1, ttl=3)]
-        assert type(icmp._engine(isock, options, None, plain)) is icmp._FastEngine
-        assert type(icmp._engine(isock, options, None, traced)) is icmp._Engine
+        options = _icmp_state._Options(count=1, interval=0.0, timeout=1.0, size=56)
+        plain = [_icmp_state._State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 1)]
+        traced = [_icmp_state._State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 1, ttl=3)]
+        assert type(_icmp_fast._engine(isock, options, None, plain)) is _icmp_fast._FastEngine
+        assert type(_icmp_fast._engine(isock, options, None, traced)) is _icmp_engine._Engine
     finally:
         isock.close()
 
 
 def test_gc_pause_restores_the_collector() -> None:
     assert gc.isenabled()
-    with icmp._gc_paused():
+    with _icmp_gc._gc_paused():
         assert not gc.isenabled()
-        with icmp._gc_paused():
+        with _icmp_gc._gc_paused():
             assert not gc.isenabled()
         assert not gc.isenabled()  # the inner pause leaves the outer one alone
     assert gc.isenabled()
     gc.disable()
     try:
-        with icmp._gc_paused():
+        with _icmp_gc._gc_paused():
             pass
         assert not gc.isenabled()  # a collector the caller disabled stays disabled
     finally:
@@ -162,16 +162,16 @@ def test_gc_pause_restores_the_collector() -> None:
 
 
 def test_hot_loop_constructors_build_the_same_frozen_results() -> None:
-    fast = icmp._reply(3, "192.0.2.1", None, 0.25, 64)
+    fast = _icmp_results._reply(3, "192.0.2.1", None, 0.25, 64)
     assert fast == icmp.Reply(3, "192.0.2.1", None, 0.25, 64)
     assert repr(fast) == repr(icmp.Reply(3, "192.0.2.1", None, 0.25, 64))
-    state = icmp._State(0, "example", "192.0.2.1", ("192.0.2.1", 0), 2)
+    state = _icmp_state._State(0, "example", "192.0.2.1", ("192.0.2.1", 0), 2)
     state.sent, state.duplicates = 2, 1
     state.replies.append(fast)
     isock = IcmpSocket(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.AF_INET,
                        "datagram", "plain", 1, 1 << 20)
     isock.close()
-    host = icmp._host(state, socket.AF_INET, isock)
+    host = _icmp_results._host(state, socket.AF_INET, isock)
     assert host == icmp.Host("192.0.2.1", "example", socket.AF_INET, 2, (fast,), 1, (),
                              "datagram", "plain")
     assert hash(host) == hash(icmp.Host("192.0.2.1", "example", socket.AF_INET, 2, (fast,),

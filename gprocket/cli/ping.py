@@ -21,6 +21,9 @@ from typing import TextIO
 import gevent
 
 from gprocket import icmp
+from gprocket._icmp_fast import _engine
+from gprocket._icmp_plan import _Job, _job, _prepare
+from gprocket._icmp_results import _host
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -133,8 +136,8 @@ def _single(args: argparse.Namespace, out: TextIO) -> int:
 
     started = time.monotonic()
     try:
-        job = icmp._job(count, args.interval, args.timeout, args.size, args.ttl, source,
-                        interface, af, args.socket_kind, None, None, on_reply, on_error)
+        job = _job(count, args.interval, args.timeout, args.size, args.ttl, source,
+                   interface, af, args.socket_kind, None, None, on_reply, on_error)
         result = _until_interrupted(address, job)
     except (OSError, ValueError) as err:
         print(f"gprocket ping: {err}", file=sys.stderr)
@@ -158,16 +161,16 @@ def _single(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if result.received else 1
 
 
-def _until_interrupted(address: str, job: icmp._Job) -> icmp.Host:
+def _until_interrupted(address: str, job: _Job) -> icmp.Host:
     """ping(), except that SIGINT stops it and the Host so far is returned.
 
     iputils' Ctrl-C: the requests sent count as transmitted, the ones still
     awaiting their reply as lost.
     """
-    ((plan, isock),) = icmp._prepare([address], job)
+    ((plan, isock),) = _prepare([address], job)
     state = plan.states[0]
     try:
-        engine = icmp._engine(isock, job.options, None, plan.states)
+        engine = _engine(isock, job.options, None, plan.states)
         runner = gevent.spawn(engine.run, plan.states)
         handler = gevent.signal_handler(signal.SIGINT, runner.kill, block=False)
         try:
@@ -179,7 +182,7 @@ def _until_interrupted(address: str, job: icmp._Job) -> icmp.Host:
             raise failure
     finally:
         isock.close()
-    return icmp._host(state, plan.family, isock)
+    return _host(state, plan.family, isock)
 
 
 def _traceroute(args: argparse.Namespace, out: TextIO) -> int:

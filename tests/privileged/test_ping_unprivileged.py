@@ -176,15 +176,16 @@ def test_raw_socket_sees_its_own_requests_and_counts_none(
         engine: str) -> None:
     result = priv.run_json(unpriv_user, """
 import json, socket
-from gprocket import icmp
+from gprocket._icmp_fast import _engine
 from gprocket._icmp_socket import open_icmp_socket
+from gprocket._icmp_state import _Options, _State
 out = {}
 for filtered in (False, True):
     isock = open_icmp_socket(socket.AF_INET, kind="raw", kernel_filter=filtered)
     done = []
-    state = icmp._State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 3)
-    engine = icmp._engine(isock, icmp._Options(count=3, interval=0.1, timeout=1, size=56),
-                          done.append, [state])
+    state = _State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 3)
+    engine = _engine(isock, _Options(count=3, interval=0.1, timeout=1, size=56),
+                     done.append, [state])
     engine.run([state])
     isock.close()
     c = engine.counters
@@ -256,15 +257,16 @@ def test_multiping_10000_targets_all_alive(unpriv_user: priv.User, gpi_ns: priv.
 
 FLOW = """
 import json, socket
-from gprocket import icmp
+from gprocket._icmp_fast import _engine
 from gprocket._icmp_socket import open_icmp_socket
+from gprocket._icmp_state import _Options, _State
 targets = [f"127.1.{i >> 8}.{i & 255}" for i in range(2000)]
 out = {}
 for paced in (True, False):
     isock = open_icmp_socket(socket.AF_INET, kind="raw", rcvbuf=16384)
-    states = [icmp._State(i, t, t, (t, 0), 1) for i, t in enumerate(targets)]
-    engine = icmp._engine(isock, icmp._Options(count=1, interval=1, timeout=0.5, size=56),
-                          lambda state: None, states)
+    states = [_State(i, t, t, (t, 0), 1) for i, t in enumerate(targets)]
+    engine = _engine(isock, _Options(count=1, interval=1, timeout=0.5, size=56),
+                     lambda state: None, states)
     if not paced:
         engine.window = engine.batch = 10**6  # no flow control: send everything first
     engine.run(states)
@@ -286,13 +288,14 @@ def test_flow_control_keeps_every_reply_with_a_small_receive_buffer(
 
 RING = """
 import json, socket
-from gprocket import icmp
+from gprocket._icmp_fast import _FastEngine
 from gprocket._icmp_socket import open_icmp_socket
+from gprocket._icmp_state import _Options, _State
 isock = open_icmp_socket(socket.AF_INET, kind="raw")
 targets = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
-states = [icmp._State(i, t, t, (t, 0), 5) for i, t in enumerate(targets)]
-engine = icmp._FastEngine(isock, icmp._Options(count=5, interval=0, timeout=0.2, size=56),
-                          None)
+states = [_State(i, t, t, (t, 0), 5) for i, t in enumerate(targets)]
+engine = _FastEngine(isock, _Options(count=5, interval=0, timeout=0.2, size=56),
+                     None)
 engine.ring = 4  # 15 requests through 4 probe slots: sending waits for slots to free
 engine.run(states)
 isock.close()
@@ -312,13 +315,15 @@ def test_compiled_engine_reuses_its_probe_slots(unpriv_user: priv.User, gpi_ns: 
 FORGE = """
 import json, socket, struct, gevent
 from gevent.socket import wait_read
-from gprocket import icmp, _icmp_wire as wire
+from gprocket import _icmp_wire as wire
+from gprocket._icmp_fast import _engine
 from gprocket._icmp_socket import open_icmp_socket
+from gprocket._icmp_state import _Options, _State
 
 isock = open_icmp_socket(socket.AF_INET, kind="raw")
-state = icmp._State(0, "127.0.0.2", "127.0.0.2", ("127.0.0.2", 0), 2)
-engine = icmp._engine(isock, icmp._Options(count=2, interval=0.3, timeout=0.6, size=56),
-                      lambda state: None, [state])
+state = _State(0, "127.0.0.2", "127.0.0.2", ("127.0.0.2", 0), 2)
+engine = _engine(isock, _Options(count=2, interval=0.3, timeout=0.6, size=56),
+                 lambda state: None, [state])
 forger = open_icmp_socket(socket.AF_INET, kind="raw", source="127.0.0.2",
                           kernel_filter=False)  # it must see the engine's requests
 
@@ -376,13 +381,14 @@ def test_forged_corrupted_and_truncated_replies_never_count(
 
 OTHERS = """
 import json, socket, subprocess
-from gprocket import icmp
+from gprocket._icmp_fast import _engine
 from gprocket._icmp_socket import open_icmp_socket
+from gprocket._icmp_state import _Options, _State
 other = subprocess.Popen(["ping", "-q", "-i", "0.01", "127.0.0.1"], stdout=subprocess.DEVNULL)
 isock = open_icmp_socket(socket.AF_INET, kind="raw")
-state = icmp._State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 4)
-engine = icmp._engine(isock, icmp._Options(count=4, interval=0.1, timeout=1, size=56),
-                      lambda state: None, [state])
+state = _State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 4)
+engine = _engine(isock, _Options(count=4, interval=0.1, timeout=1, size=56),
+                 lambda state: None, [state])
 engine.run([state])
 other.terminate()
 other.wait()

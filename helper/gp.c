@@ -13,6 +13,10 @@
 enum { FAM_INET = 2, FAM_INET6 = 10, FAM_PACKET = 17 };
 enum { TY_STREAM = 1, TY_DGRAM = 2, TY_RAW = 3, TY_SEQPACKET = 5 };
 #define BAD(...) gp_fail(st, EINVAL, ST_PARSE, __VA_ARGS__)
+#define DENY(...) gp_fail(st, EPERM, ST_POLICY, __VA_ARGS__)
+
+/* Rule kinds by R_* number, for parsing and printing policy lines. */
+static const char *const kinds[] = { "?", "bind", "raw", "packet", "tun", "device", "netns" };
 
 const char gp_default_policy[] = "allow * bind any 1-1023\nallow * raw icmp,icmpv6\n";
 
@@ -225,8 +229,9 @@ static int parse_raw(char *list, struct gp_rule *ru)
 /* One policy line; NULL when fine, else what is wrong. */
 static const char *parse_line(char *line, const struct dbs *c, struct gp_policy *p)
 {
-	char *t[8], *save = NULL, *k;
+	char *t[8], *save = NULL;
 	int n = 0;
+	size_t l;
 	struct gp_rule *ru = &p->rules[p->nrules < GP_MAXRULES ? p->nrules : 0];
 	line[strcspn(line, "#")] = '\0';
 	for (char *tok = strtok_r(line, " \t\r", &save); tok; tok = strtok_r(NULL, " \t\r", &save)) {
@@ -238,33 +243,30 @@ static const char *parse_line(char *line, const struct dbs *c, struct gp_policy 
 	memset(ru, 0, sizeof *ru);
 	if (n < 3 || strcmp(t[0], "allow")) return "expected: allow SUBJECT KIND ...";
 	if (parse_subject(t[1], c, ru)) return "bad or unknown subject";
-	k = t[2];
-	if (!strcmp(k, "bind")) {
-		if (ru->kind = R_BIND, parse_bind(t, n, ru)) return "expected: bind PROTOS PORTS [ADDR]";
-	} else if (!strcmp(k, "raw")) {
-		if (ru->kind = R_RAW, n != 4 || parse_raw(t[3], ru)) return "expected: raw PROTOS";
-	} else if (!strcmp(k, "packet")) {
-		if (ru->kind = R_PACKET, n != 3) return "expected: packet";
-	} else if (!strcmp(k, "tun")) {
-		size_t l = n >= 4 ? strlen(t[3]) : 0;
-		ru->kind = R_TUN, ru->persist = n == 5;
+	for (ru->kind = R_NETNS; ru->kind && strcmp(t[2], kinds[ru->kind]); ru->kind--)
+		;
+	p->nrules++; /* an error below refuses the whole policy, this rule with it */
+	l = n >= 4 ? strlen(t[3]) : 0;
+	switch (ru->kind) {
+	case R_BIND: return parse_bind(t, n, ru) ? "expected: bind PROTOS PORTS [ADDR]" : NULL;
+	case R_RAW: return n != 4 || parse_raw(t[3], ru) ? "expected: raw PROTOS" : NULL;
+	case R_PACKET: return n != 3 ? "expected: packet" : NULL;
+	case R_TUN:
+		ru->persist = n == 5;
 		if (l && t[3][l - 1] == '*') t[3][--l] = '\0', ru->prefix_match = 1;
 		if (n < 4 || n > 5 || (!l && !ru->prefix_match) || !valid_str(t[3], 15, 0) ||
 		    (n == 5 && strcmp(t[4], "persist")))
 			return "expected: tun PATTERN [persist]";
-		memcpy(ru->name, t[3], l + 1);
-	} else if (!strcmp(k, "device")) {
-		if (ru->kind = R_DEVICE, n != 4 || strcmp(t[3], "net/tun"))
-			return "device not in allowlist (net/tun)";
-		memcpy(ru->name, "net/tun", 8);
-	} else if (!strcmp(k, "netns")) {
-		if (ru->kind = R_NETNS, n != 4 || !t[3][0] || !valid_str(t[3], 31, 0))
-			return "expected: netns NAME";
-		memcpy(ru->name, t[3], strlen(t[3]) + 1);
-	} else {
-		return "unknown rule kind";
+		break;
+	case R_DEVICE:
+		if (n != 4 || strcmp(t[3], "net/tun")) return "device not in allowlist (net/tun)";
+		break;
+	case R_NETNS:
+		if (n != 4 || !t[3][0] || !valid_str(t[3], 31, 0)) return "expected: netns NAME";
+		break;
+	default: return "unknown rule kind";
 	}
-	p->nrules++;
+	memcpy(ru->name, t[3], l + 1); /* tun, device, netns: checked above to fit */
 	return NULL;
 }
 
@@ -345,8 +347,8 @@ static int authorize_tun(const struct gp_policy *p, const struct gp_ident *id, s
 			         l ? ru->name : (r->tun_flags & 3) == TF_TAP ? "tap" : "tun");
 		return 0;
 	}
-	return gp_fail(st, EPERM, ST_POLICY, "policy: tun %s%s not granted",
-	               r->ifname[0] ? r->ifname : "(any name)", persist ? " persist" : "");
+	return DENY("policy: tun %s%s not granted", r->ifname[0] ? r->ifname : "(any name)",
+	            persist ? " persist" : "");
 }
 
 static int has_rule(const struct gp_policy *p, const struct gp_ident *id, int kind,
@@ -371,27 +373,25 @@ int gp_authorize(const struct gp_policy *p, const struct gp_ident *id, struct gp
 	int cls = bind_class(r);
 	if (p->broken) return gp_fail(st, EACCES, ST_POLICY, "%s", p->why);
 	if (r->netns[0] && !has_rule(p, id, R_NETNS, r))
-		return gp_fail(st, EPERM, ST_POLICY, "policy: netns %s not granted", r->netns);
+		return DENY("policy: netns %s not granted", r->netns);
 	if (r->op == OP_TUN) return authorize_tun(p, id, r, st);
 	if (r->op == OP_DEVICE && strcmp(r->device, "net/tun"))
-		return gp_fail(st, EPERM, ST_POLICY, "device not in the helper's allowlist");
-	if (r->op == OP_DEVICE && !has_rule(p, id, R_DEVICE, r))
-		return gp_fail(st, EPERM, ST_POLICY, "policy: device %s not granted", r->device);
+		return DENY("device not in the helper's allowlist");
+	if (r->op == OP_DEVICE)
+		return has_rule(p, id, R_DEVICE, r) ? 0 : DENY("policy: device %s not granted", r->device);
 	if (r->op != OP_SOCKET) return 0;
-	if (r->family == FAM_PACKET && !has_rule(p, id, R_PACKET, r))
-		return gp_fail(st, EPERM, ST_POLICY, "policy: packet sockets need an entry");
-	if (r->family == FAM_PACKET) return 0;
+	if (r->family == FAM_PACKET)
+		return has_rule(p, id, R_PACKET, r) ? 0 : DENY("policy: packet sockets need an entry");
 	if (r->family != FAM_INET && r->family != FAM_INET6)
 		return gp_fail(st, EAFNOSUPPORT, ST_POLICY, "family %d not allowed", (int)r->family);
 	if (r->type == TY_RAW)
-		return has_rule(p, id, R_RAW, r) ? 0 : gp_fail(st, EPERM, ST_POLICY,
-		       "policy: raw protocol %d not granted", (int)r->protocol);
+		return has_rule(p, id, R_RAW, r) ? 0 : DENY("policy: raw protocol %d not granted", r->protocol);
 	if (cls < 0)
 		return gp_fail(st, EPROTONOSUPPORT, ST_POLICY, "protocol %d not allowed for type %d",
 		               (int)r->protocol, (int)r->type);
 	if (cls && r->port && r->port < 1024 && !has_rule(p, id, R_BIND, r))
-		return gp_fail(st, EPERM, ST_POLICY, "policy: %s port %u not granted",
-		               cls == P_TCP ? "tcp" : cls == P_UDP ? "udp" : "sctp", r->port);
+		return DENY("policy: %s port %u not granted",
+		            cls == P_TCP ? "tcp" : cls == P_UDP ? "udp" : "sctp", r->port);
 	return 0;
 }
 
@@ -412,14 +412,12 @@ uint64_t gp_needed_caps(const struct gp_policy *p, const struct gp_ident *id, in
 /* The rule in policy syntax with numeric ids, for --check-policy. */
 int gp_format_rule(const struct gp_rule *ru, char *buf, size_t n)
 {
-	static const char *const kinds[] = { "?", "bind", "raw", "packet", "tun", "device", "netns" };
 	static const char *const protos[] = { "tcp", "udp", "sctp" };
-	char arg[1100] = "", a[INET6_ADDRSTRLEN] = "";
+	char arg[1100] = "", subj[24] = "*", a[INET6_ADDRSTRLEN];
 	size_t o = 0; /* at most 10*2 + 90*3 + 156*4 bytes of protocol list: fits arg */
-	int all = 1, w;
-	for (int v = 0; v < 256; v++)
-		all &= ru->rawmask[v / 8] >> (v % 8) & 1;
-	if (ru->kind == R_RAW && all) snprintf(arg, sizeof arg, " any");
+	int all = ru->kind == R_RAW, w;
+	for (int i = 0; i < 32; i++)
+		all &= ru->rawmask[i] == 0xff;
 	for (int v = 0; v < 256 && ru->kind == R_RAW && !all; v++)
 		if (ru->rawmask[v / 8] >> (v % 8) & 1)
 			o += (size_t)snprintf(arg + o, sizeof arg - o, "%c%d", o ? ',' : ' ', v);
@@ -431,11 +429,11 @@ int gp_format_rule(const struct gp_rule *ru, char *buf, size_t n)
 	if (ru->kind == R_BIND && ru->family &&
 	    inet_ntop(ru->family == 4 ? AF_INET : AF_INET6, ru->addr, a, sizeof a))
 		snprintf(arg + o, sizeof arg - o, " %s/%u", a, ru->plen);
-	if (ru->kind >= R_TUN)
-		snprintf(arg, sizeof arg, " %s%s%s", ru->name, ru->prefix_match ? "*" : "",
+	if (ru->kind >= R_TUN || all) /* a name, or "any" for every raw protocol */
+		snprintf(arg, sizeof arg, " %s%s%s", all ? "any" : ru->name, ru->prefix_match ? "*" : "",
 		         ru->persist ? " persist" : "");
-	w = ru->subj == SUBJ_ANY ? snprintf(buf, n, "allow * %s%s", kinds[ru->kind % 7], arg)
-	  : snprintf(buf, n, "allow %s:%u %s%s", ru->subj == SUBJ_USER ? "user" : "group", ru->id,
-	             kinds[ru->kind % 7], arg);
+	if (ru->subj != SUBJ_ANY)
+		snprintf(subj, sizeof subj, "%s:%u", ru->subj == SUBJ_USER ? "user" : "group", ru->id);
+	w = snprintf(buf, n, "allow %s %s%s", subj, kinds[ru->kind % 7], arg);
 	return w < 0 || (size_t)w >= n ? -1 : 0;
 }

@@ -31,10 +31,6 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#ifndef IPV6_FREEBIND
-#define IPV6_FREEBIND 78
-#endif
-
 /* Exit codes (docs/SECURITY.md). */
 enum { EX_USAGE = 2, EX_CHANNEL = 3, EX_DROP = 4, EX_IO = 5, EX_NETNS = 6, EX_MALFORMED = 7 };
 
@@ -45,15 +41,13 @@ static uint64_t held;    /* the narrowed permitted set */
 static int orig_ns = -1; /* the helper's own network namespace, kept only if netns is possible */
 static char polbuf[GP_POLICY_MAX + 1], pwbuf[1 << 18], grbuf[1 << 18], polpath[PATH_MAX + 8];
 
-static _Noreturn void die(int code) { _exit(code); }
-
 /* capset(2) with an empty inheritable set; any failure is fatal. */
 static void capset3(uint64_t prm, uint64_t eff)
 {
 	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
 	struct __user_cap_data_struct d[2] = { { (uint32_t)eff, (uint32_t)prm, 0 },
 	                                       { (uint32_t)(eff >> 32), (uint32_t)(prm >> 32), 0 } };
-	if (syscall(SYS_capset, &h, d)) die(EX_DROP);
+	if (syscall(SYS_capset, &h, d)) _exit(EX_DROP);
 }
 
 /* The permitted set; *other = effective | inheritable. */
@@ -61,23 +55,30 @@ static uint64_t capget3(uint64_t *other)
 {
 	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
 	struct __user_cap_data_struct d[2];
-	if (syscall(SYS_capget, &h, d)) die(EX_DROP);
+	if (syscall(SYS_capget, &h, d)) _exit(EX_DROP);
 	*other = d[0].effective | d[0].inheritable | (uint64_t)(d[1].effective | d[1].inheritable) << 32;
 	return d[0].permitted | (uint64_t)d[1].permitted << 32;
 }
 
-/* Raise one capability (if held) around one system call; cap_lower keeps errno. */
+/* Raise one capability (if held; NO_CAP: none) around one system call; cap_lower
+ * keeps errno and passes the call's result through. */
+enum { NO_CAP = -1 };
+
 static void cap_raise(int cap)
 {
-	if (held >> cap & 1) capset3(held, 1ull << cap);
+	if (cap != NO_CAP && (held >> cap & 1)) capset3(held, 1ull << cap);
 }
 
-static void cap_lower(void)
+static int cap_lower(int rc)
 {
 	int e = errno;
 	capset3(held, 0);
 	errno = e;
+	return rc;
 }
+
+/* CALL with capability CAP raised for it alone; the comma orders raise, call, lower. */
+#define CAPPED(cap, call) cap_lower((cap_raise(cap), (call)))
 
 /* Fill the status with what failed and the errno's name, close fd, return -1. */
 static int failfd(int fd, struct gp_status *st, int err, int stage, const char *what)
@@ -93,7 +94,7 @@ static void setup_fds(int keep_stdio)
 {
 	if (close_range(keep_stdio ? 3 : 1, ~0u, 0) ||
 	    (!keep_stdio && (open("/dev/null", O_RDWR) != 1 || dup2(1, 2) != 2)))
-		die(EX_CHANNEL);
+		_exit(EX_CHANNEL);
 }
 
 /* fd 0 must be one end of an anonymous AF_UNIX/SOCK_SEQPACKET socketpair. */
@@ -106,7 +107,7 @@ static void check_channel(void)
 	    getsockopt(0, SOL_SOCKET, SO_TYPE, &w, &lw) || w != SOCK_SEQPACKET ||
 	    getpeername(0, (struct sockaddr *)&a, &la) || la != sizeof(sa_family_t) ||
 	    (fl = fcntl(0, F_GETFL)) < 0 || fcntl(0, F_SETFL, fl & ~O_NONBLOCK))
-		die(EX_CHANNEL);
+		_exit(EX_CHANNEL);
 }
 
 /* Who asks: the real ids, or under sudo (real uid 0) the channel's peer. */
@@ -117,10 +118,10 @@ static void identify(const char *sudo_uid, int channel)
 	struct ucred cr;
 	socklen_t l = sizeof cr, lg = sizeof me.groups;
 	char peer[16];
-	if (getresuid(&r, &e, &s) || getresgid(&rg, &eg, &sg)) die(EX_DROP);
+	if (getresuid(&r, &e, &s) || getresgid(&rg, &eg, &sg)) _exit(EX_DROP);
 	if (r != 0) {
 		int n = getgroups(GP_MAXGROUPS, me.groups);
-		if (n < 0 || (e != 0 && e != r)) die(EX_DROP);
+		if (n < 0 || (e != 0 && e != r)) _exit(EX_DROP);
 		me.uid = r, me.gid = rg, me.ngroups = n, mode = e == 0 ? "setuid" : "caps";
 		return;
 	}
@@ -128,11 +129,11 @@ static void identify(const char *sudo_uid, int channel)
 	if (!channel) return;
 	if (getsockopt(0, SOL_SOCKET, SO_PEERCRED, &cr, &l) || l != sizeof cr ||
 	    getsockopt(0, SOL_SOCKET, SO_PEERGROUPS, me.groups, &lg))
-		die(EX_CHANNEL);
+		_exit(EX_CHANNEL);
 	me.uid = cr.uid, me.gid = cr.gid, me.ngroups = (int)(lg / sizeof(gid_t));
 	/* sudo names the invoking user: a channel borrowed from another user's process loses. */
 	snprintf(peer, sizeof peer, "%u", me.uid);
-	if (sudo_uid[0] && strcmp(sudo_uid, peer)) die(EX_CHANNEL);
+	if (sudo_uid[0] && strcmp(sudo_uid, peer)) _exit(EX_CHANNEL);
 	if (me.uid) mode = "sudo";
 }
 
@@ -216,25 +217,25 @@ static void drop(uint64_t want)
 	held = want & prm;
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) ||
 	    (geteuid() == 0 && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)))
-		die(EX_DROP);
+		_exit(EX_DROP);
 	capset3(prm, (1ull << GCAP_SETGID | 1ull << CAP_SETUID) & prm);
 	if (((prm >> GCAP_SETGID & 1) && setgroups(0, NULL)) ||
 	    setresgid(me.gid, me.gid, me.gid) || setresuid(me.uid, me.uid, me.uid) ||
 	    prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0))
-		die(EX_DROP);
+		_exit(EX_DROP);
 	capset3(held, 0);
 	prm = capget3(&other);
 	if (getresuid(&r, &e, &s) || getresgid(&rg, &eg, &sg) || r != me.uid || e != me.uid ||
 	    s != me.uid || rg != me.gid || eg != me.gid || sg != me.gid || prm != held || other ||
 	    (held && getgroups(0, NULL) != 0) || prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1)
-		die(EX_DROP);
+		_exit(EX_DROP);
 }
 
 /* /run/netns/NAME, opened without following links, must be an nsfs network namespace. */
 static int enter_ns(const char *name, struct gp_status *st)
 {
 	struct statfs sf;
-	int dfd = open("/run/netns", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), rc;
+	int dfd = open("/run/netns", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	int fd = dfd < 0 ? -1 : openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
 	int e = errno;
 	if (dfd >= 0) close(dfd);
@@ -242,25 +243,21 @@ static int enter_ns(const char *name, struct gp_status *st)
 	if (orig_ns < 0 || fstatfs(fd, &sf) || sf.f_type != NSFS_MAGIC ||
 	    ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNET)
 		return failfd(fd, st, EINVAL, ST_NAMESPACE, "not a network namespace");
-	cap_raise(GCAP_SYS_ADMIN);
-	rc = setns(fd, CLONE_NEWNET);
-	cap_lower();
-	return rc ? failfd(fd, st, errno, ST_NAMESPACE, "setns") : (close(fd), 0);
+	return CAPPED(GCAP_SYS_ADMIN, setns(fd, CLONE_NEWNET))
+	       ? failfd(fd, st, errno, ST_NAMESPACE, "setns") : (close(fd), 0);
 }
 
 static void leave_ns(void)
 {
-	cap_raise(GCAP_SYS_ADMIN);
-	int rc = setns(orig_ns, CLONE_NEWNET);
-	cap_lower();
-	if (rc) die(EX_NETNS);
+	if (CAPPED(GCAP_SYS_ADMIN, setns(orig_ns, CLONE_NEWNET))) _exit(EX_NETNS);
 }
 
 static int open_socket(const struct gp_req *r, struct gp_status *st)
 {
 	static const uint8_t any[16];
-	int one = 1, v6only = !(r->flags & F_DUALSTACK), rc, fd, f = r->flags;
+	int one = 1, v6only = !(r->flags & F_DUALSTACK), fd, f = r->flags;
 	int raw = r->type == SOCK_RAW || r->family == AF_PACKET, low = r->port && r->port < 1024;
+	int inet = r->family == AF_INET;
 	int proto = r->family == AF_PACKET ? htons((uint16_t)r->protocol) : r->protocol;
 	struct ifreq ifr = { 0 };
 	struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = (uint16_t)proto };
@@ -270,9 +267,7 @@ static int open_socket(const struct gp_req *r, struct gp_status *st)
 	memcpy(ifr.ifr_name, r->ifname, IFNAMSIZ);
 	memcpy(&a6.sin6_addr, r->addr, 16);
 	memcpy(&a4.sin_addr, r->addr, 4);
-	if (raw) cap_raise(GCAP_NET_RAW);
-	fd = socket(r->family, r->type | SOCK_CLOEXEC, proto);
-	if (raw) cap_lower();
+	fd = CAPPED(raw ? GCAP_NET_RAW : NO_CAP, socket(r->family, r->type | SOCK_CLOEXEC, proto));
 	if (fd < 0) return failfd(-1, st, errno, ST_OPEN, "socket");
 	if (r->family == AF_PACKET)
 		return r->ifname[0] && (ioctl(fd, SIOCGIFINDEX, &ifr) ||
@@ -283,24 +278,18 @@ static int open_socket(const struct gp_req *r, struct gp_status *st)
 	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only)) ||
 	    ((f & F_REUSEADDR) && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one)) ||
 	    ((f & F_REUSEPORT) && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)) ||
-	    ((f & F_FREEBIND) && (r->family == AF_INET
-	                          ? setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof one)
-	                          : setsockopt(fd, IPPROTO_IPV6, IPV6_FREEBIND, &one, sizeof one))))
+	    ((f & F_FREEBIND) && setsockopt(fd, inet ? IPPROTO_IP : IPPROTO_IPV6,
+	                                    inet ? IP_FREEBIND : IPV6_FREEBIND, &one, sizeof one)))
 		return failfd(fd, st, errno, ST_BIND, "setsockopt");
-	if (r->ifname[0]) {
-		/* Linux >= 5.7 lets anyone bind an unbound socket to a device; older ones need NET_RAW. */
-		cap_raise(GCAP_NET_RAW);
-		rc = setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, r->ifname, (socklen_t)strlen(r->ifname));
-		cap_lower();
-		if (rc) return failfd(fd, st, errno, ST_BIND, "SO_BINDTODEVICE");
-	}
-	if (r->port || r->scope_id || memcmp(r->addr, any, 16)) {
-		if (low) cap_raise(GCAP_NET_BIND_SERVICE);
-		rc = r->family == AF_INET ? bind(fd, (struct sockaddr *)&a4, sizeof a4)
-		                          : bind(fd, (struct sockaddr *)&a6, sizeof a6);
-		if (low) cap_lower();
-		if (rc) return failfd(fd, st, errno, ST_BIND, "bind");
-	}
+	/* Linux >= 5.7 lets anyone bind an unbound socket to a device; older ones need NET_RAW. */
+	if (r->ifname[0] && CAPPED(GCAP_NET_RAW, setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE,
+	                                                    r->ifname, (socklen_t)strlen(r->ifname))))
+		return failfd(fd, st, errno, ST_BIND, "SO_BINDTODEVICE");
+	if ((r->port || r->scope_id || memcmp(r->addr, any, 16)) &&
+	    CAPPED(low ? GCAP_NET_BIND_SERVICE : NO_CAP,
+	           inet ? bind(fd, (struct sockaddr *)&a4, sizeof a4)
+	                : bind(fd, (struct sockaddr *)&a6, sizeof a6)))
+		return failfd(fd, st, errno, ST_BIND, "bind");
 	return r->backlog > 0 && listen(fd, r->backlog) ? failfd(fd, st, errno, ST_BIND, "listen") : fd;
 }
 
@@ -308,9 +297,8 @@ static int open_socket(const struct gp_req *r, struct gp_status *st)
 static int open_tun_dev(struct gp_status *st)
 {
 	struct stat sb;
-	cap_raise(GCAP_DAC_OVERRIDE);
-	int fd = open("/dev/net/tun", O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
-	cap_lower();
+	int fd = CAPPED(GCAP_DAC_OVERRIDE,
+	                open("/dev/net/tun", O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY));
 	if (fd < 0) return failfd(-1, st, errno, ST_OPEN, "open /dev/net/tun");
 	if (fstat(fd, &sb) || !S_ISCHR(sb.st_mode) || sb.st_rdev != makedev(10, 200))
 		return failfd(fd, st, ENODEV, ST_OPEN, "/dev/net/tun is not char 10:200");
@@ -319,10 +307,7 @@ static int open_tun_dev(struct gp_status *st)
 
 static int admin_ioctl(int s, unsigned long req, void *arg)
 {
-	cap_raise(GCAP_NET_ADMIN);
-	int rc = ioctl(s, req, arg);
-	cap_lower();
-	return rc;
+	return CAPPED(GCAP_NET_ADMIN, ioctl(s, req, arg));
 }
 
 /* Configure-on-create, for the device just created and nothing else. */
@@ -407,7 +392,7 @@ static void reply(uint32_t id, const struct gp_status *st, int fd, const char *i
 	while ((n = sendmsg(0, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
 		;
 	if (fd >= 0) close(fd);
-	if (n != (ssize_t)sizeof out) die(EX_IO);
+	if (n != (ssize_t)sizeof out) _exit(EX_IO);
 }
 
 /* One loop for both modes: one-shot is the broker stopped after one request. */
@@ -424,7 +409,7 @@ static void serve(int broker)
 		ssize_t n = recvmsg(0, &mh, MSG_CMSG_CLOEXEC);
 		if (n == 0) _exit(0);
 		if (n < 0 && errno == EINTR) continue;
-		if (n < 0) die(EX_IO);
+		if (n < 0) _exit(EX_IO);
 		/* No control buffer: descriptors sent to us are discarded by the kernel. */
 		if (!gp_parse_request(in, (mh.msg_flags & MSG_TRUNC) ? sizeof in : (size_t)n, &r, &st) &&
 		    (mh.msg_flags & MSG_CTRUNC))
@@ -432,7 +417,7 @@ static void serve(int broker)
 		if (!st.err) fd = handle(&r, &st);
 		malformed = st.stage == ST_PARSE ? malformed + 1 : 0;
 		reply(r.id, &st, fd, r.op == OP_TUN && fd >= 0 ? r.ifname : NULL);
-		if (malformed >= 64) die(EX_MALFORMED);
+		if (malformed >= 64) _exit(EX_MALFORMED);
 		if (!broker) return;
 	}
 }
@@ -460,21 +445,20 @@ int main(int argc, char **argv)
 	pid_t ppid = getppid();
 	setup_fds(check);
 	const char *su = getenv("SUDO_UID"); /* read before the environment is dropped */
-	if (su && strnlen(su, sizeof sudo_uid) >= sizeof sudo_uid) die(EX_CHANNEL);
-	if (su) memcpy(sudo_uid, su, strlen(su) + 1);
+	if (su && snprintf(sudo_uid, sizeof sudo_uid, "%s", su) >= (int)sizeof sudo_uid) _exit(EX_CHANNEL);
 	if (clearenv() || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0))
-		die(EX_DROP);
+		_exit(EX_DROP);
 	if (!check) check_channel();
 	identify(sudo_uid, !check);
 	(void)load_policy(); /* a refused policy denies every request, with its reason */
 	int tun_root_only = stat("/dev/net/tun", &ts) == 0 && (ts.st_mode & 06) != 06;
 	uint64_t want = check ? 0 : gp_needed_caps(&pol, &me, tun_root_only);
 	if ((want >> GCAP_SYS_ADMIN & 1) && (orig_ns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)) < 0)
-		die(EX_NETNS);
+		_exit(EX_NETNS);
 	drop(want);
 	if (check) return check_policy();
 	/* After the drop: a credential change would have reset it. */
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) || getppid() != ppid) die(EX_CHANNEL);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) || getppid() != ppid) _exit(EX_CHANNEL);
 	serve(broker);
 	return 0;
 }

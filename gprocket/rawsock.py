@@ -1,4 +1,4 @@
-"""A stateful raw packet socket: procket's "gen_raw" TODO.
+"""A stateful raw packet socket: the "gen_raw" server on procket's wish list.
 
 :class:`RawSocket` is opened through the privilege ladder, remembers its
 interface (index, MAC, MTU), and offers two ways to receive:

@@ -14,8 +14,6 @@ echo "== ruff"
 "$venv/bin/ruff" check gprocket capsetup tests bench examples
 echo "== mypy"
 "$venv/bin/mypy"
-echo "== helper unit tests"
-make -s -C helper test
 echo "== pytest"
 # The checkout must not shadow the installed package: -P keeps the working
 # directory off sys.path.

@@ -28,7 +28,7 @@ class BuildWithHelper(build_py):
 def cffi_modules() -> list[str]:
     modules = []
     for path in sorted((HERE / "gprocket").glob("_*_build.py")):
-        if "ffibuilder" in path.read_text():
+        if "\nffibuilder = " in path.read_text():
             modules.append(f"gprocket/{path.name}:ffibuilder")
     return modules
 

@@ -48,6 +48,12 @@ from ._wire import Reply, encode_request
 
 __all__ = ["Broker", "get_broker", "shutdown_all"]
 
+# How long a reader polls the channel before it parks in the hub. A reply
+# usually comes within ~10 µs, sooner than the hub's wait and the wake-up of a
+# sleeping thread (bench/acquire.py); the hub is held no longer than this per
+# reply. Never with one CPU: the broker needs it to answer.
+SPIN_SECONDS = 50e-6
+
 _BROKERS: weakref.WeakSet[Broker] = weakref.WeakSet()
 _REGISTRY: dict[tuple[str, int], Broker] = {}
 _REGISTRY_LOCK = threading.Lock()
@@ -87,6 +93,7 @@ class _Session:
         self.send_lock = Semaphore()
         # The non-blocking socket under the gevent one (gevent keeps it as _sock).
         self.raw: socket.socket = child.channel._sock
+        self.spin = SPIN_SECONDS if len(os.sched_getaffinity(0)) > 1 else 0.0
         self.dead: str | None = None
         self.loop = get_hub().loop
         # The broker's exit, noticed while idle (nobody reads the channel
@@ -195,7 +202,7 @@ class _Session:
                 else self.orphans > 0 and self.dead is None
             ):
                 try:
-                    got = receive(self.child.channel)
+                    got = receive(self.child.channel, self.spin)
                 except (OSError, HelperError) as err:
                     self.fail(f"the broker channel failed: {err}")
                     return

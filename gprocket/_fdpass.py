@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import _socket
 import array
+import errno
+import importlib
 import os
+import select
 import socket
 import stat
-import sys
-from typing import NamedTuple
+import threading
+import time
+from typing import Any, NamedTuple
 
 import gevent.socket
+from gevent.monkey import get_original
 
 from ._errors import HelperError
 from ._kernel import tun_name
@@ -45,6 +50,14 @@ _SO_BINDTODEVICE = int(socket.SO_BINDTODEVICE)
 _SO_ACCEPTCONN = int(socket.SO_ACCEPTCONN)
 _IPPROTO_IPV6 = int(socket.IPPROTO_IPV6)
 _IPV6_V6ONLY = int(socket.IPV6_V6ONLY)
+_poll = get_original("select", "poll")
+
+_speed: Any
+try:
+    _speed = importlib.import_module("gprocket._fdpass_speed")
+except ImportError:  # not built: the same receive and checks in Python, slower
+    _speed = None
+_buffers = threading.local()
 
 
 def close_fds(fds: list[int]) -> None:
@@ -53,29 +66,21 @@ def close_fds(fds: list[int]) -> None:
         os.close(fd)
 
 
-def receive(channel: gevent.socket.socket) -> tuple[Reply, int | None] | None:
+def receive(channel: gevent.socket.socket, spin: float = 0.0) -> tuple[Reply, int | None] | None:
     """One reply and its descriptor (if any) from ``channel``; None at end of file.
 
-    Waits cooperatively (the channel's own timeout applies). Raises
-    HelperError for a malformed, truncated or over-furnished message, having
-    closed every descriptor it carried.
+    Polls for up to ``spin`` seconds before it waits cooperatively (the
+    channel's own timeout applies). Raises HelperError for a malformed,
+    truncated or over-furnished message, having closed every descriptor it
+    carried.
     """
+    if _speed is not None:
+        got = _receive_compiled(channel.fileno(), spin)
+        if got is not None:
+            return _judge(*got)
+    elif spin:
+        _poll_readable(channel.fileno(), spin)
     data, ancdata, flags, _ = channel.recvmsg(REPLY_SIZE + 1, _ANCBUF, MSG_CMSG_CLOEXEC)
-    if len(ancdata) == 1 and not flags & (_MSG_TRUNC | _MSG_CTRUNC) and len(data) == REPLY_SIZE:
-        # The common case, kept short: one reply carrying one descriptor.
-        level, kind, payload = ancdata[0]
-        if level == _SOL_SOCKET and kind == _SCM_RIGHTS and len(payload) == _INT_SIZE:
-            fd = int.from_bytes(payload, sys.byteorder, signed=True)
-            try:
-                reply = decode_reply(data)
-                if not reply.ok:
-                    raise HelperError(
-                        f"the helper's error reply (id {reply.id}) carried a descriptor"
-                    )
-            except BaseException:
-                os.close(fd)
-                raise
-            return reply, fd
     fds: list[int] = []
     foreign = []
     for level, kind, payload in ancdata:
@@ -85,8 +90,58 @@ def receive(channel: gevent.socket.socket) -> tuple[Reply, int | None] | None:
             fds.extend(ints)
         else:
             foreign.append((level, kind))
+    return _judge(data, fds, flags, foreign)
+
+
+def _receive_compiled(fd: int, spin: float) -> tuple[bytes, list[int], int, list[Any]] | None:
+    """What gpf_receive read, or None when nothing came within ``spin``."""
+    buf, fds, meta = _scratch()
+    size = _speed.lib.gpf_receive(fd, buf, REPLY_SIZE + 1, int(spin * 1e9), fds, meta)
+    if size == -errno.EAGAIN:
+        return None
+    if size < 0:
+        raise OSError(-size, os.strerror(-size))
+    foreign = [("unknown", "not SCM_RIGHTS")] if meta[2] else []
+    return _speed.ffi.buffer(buf, size)[:], _speed.ffi.unpack(fds, meta[0]), meta[1], foreign
+
+
+def _scratch() -> tuple[Any, Any, Any]:
+    """This thread's buffers for gpf_receive, allocated once."""
+    found: tuple[Any, Any, Any] | None = getattr(_buffers, "scratch", None)
+    if found is None:
+        ffi = _speed.ffi
+        found = (ffi.new("uint8_t[]", REPLY_SIZE + 1), ffi.new("int[]", _MAX_FDS),
+                 ffi.new("int[3]"))
+        _buffers.scratch = found
+    return found
+
+
+def _poll_readable(fd: int, spin: float) -> None:
+    """Without the compiled module: poll until ``fd`` is readable or ``spin`` has passed."""
+    poller = _poll()
+    poller.register(fd, select.POLLIN)
+    poll, clock = poller.poll, time.perf_counter
+    deadline = clock() + spin
+    while not poll(0) and clock() < deadline:
+        pass
+
+
+def _judge(data: bytes, fds: list[int], flags: int,
+           foreign: list[Any]) -> tuple[Reply, int | None] | None:
+    """The reply in ``data`` with the one descriptor it may carry, or None at end of file."""
+    if len(fds) == 1 and not foreign and not flags & (_MSG_TRUNC | _MSG_CTRUNC) \
+            and len(data) == REPLY_SIZE:
+        # The common case, kept short: one reply carrying one descriptor.
+        try:
+            reply = decode_reply(data)
+            if not reply.ok:
+                raise HelperError(f"the helper's error reply (id {reply.id}) carried a descriptor")
+        except BaseException:
+            os.close(fds[0])
+            raise
+        return reply, fds[0]
     try:
-        if not data and not ancdata:
+        if not data and not fds and not foreign:
             return None
         if flags & _MSG_CTRUNC:
             raise HelperError("the helper's reply had truncated control data (MSG_CTRUNC)")
@@ -122,6 +177,8 @@ def verify(fd: int | None, request: Request, reply: Reply) -> int:
 
 def _verify(fd: int, request: Request, reply: Reply) -> None:
     if isinstance(request, SocketRequest):
+        if _speed is not None and _compiled_check(fd, _expect(request)):
+            return  # close-on-exec included
         _verify_socket(fd, request)
     elif isinstance(request, TunRequest):
         _verify_tun(fd, request, reply)
@@ -149,6 +206,7 @@ class _Expect(NamedTuple):
     v6only: int | None  # IPV6_V6ONLY to expect; None: not an IPv6 datagram/stream
     interface: str | None
     listening: bool
+    compiled: tuple[Any, ...] | None = None  # gpf_check_inet's arguments after fd
 
 
 def _expect(request: SocketRequest) -> _Expect:
@@ -173,8 +231,23 @@ def _expect(request: SocketRequest) -> _Expect:
             interface=request.interface,
             listening=bool(request.backlog),
         )
+        if _speed is not None and not found.packet:
+            found = found._replace(compiled=(
+                found.family, found.type, found.protocol,
+                found.address if found.address is not None else _speed.ffi.NULL,
+                found.port, -1 if found.v6only is None else found.v6only,
+                found.interface.encode() if found.interface else _speed.ffi.NULL,
+                int(found.listening),
+            ))
         request.__dict__["_gprocket_expect"] = found
     return found
+
+
+def _compiled_check(fd: int, expect: _Expect) -> bool:
+    """gpf_check_inet's yes. Its no (and every packet socket) goes to the
+    Python checks, which decide and name what differs: the compiled check
+    can only shorten the way to an acceptance the Python one would give."""
+    return expect.compiled is not None and bool(_speed.lib.gpf_check_inet(fd, *expect.compiled))
 
 
 def _verify_socket(fd: int, request: SocketRequest) -> None:

@@ -11,10 +11,6 @@ Without the compiled module the packet layer falls back to pure Python
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-
 import cffi
 
 CDEF = """
@@ -199,15 +195,7 @@ ffibuilder.cdef(CDEF)
 ffibuilder.set_source("gprocket._packet_speed", SOURCE, extra_compile_args=["-O2"])
 
 
-def build_in_place() -> Path:
-    """Compile ``gprocket/_packet_speed*.so`` next to this file; return its path."""
-    here = Path(__file__).resolve().parent
-    with tempfile.TemporaryDirectory() as tmp:
-        built = Path(ffibuilder.compile(tmpdir=tmp, verbose=False))
-        target = here / built.name
-        shutil.copyfile(built, target)
-    return target
-
-
 if __name__ == "__main__":
-    print(build_in_place())
+    from gprocket._cffi_build import build_in_place
+
+    print(build_in_place(ffibuilder))

@@ -18,7 +18,7 @@ fi
 packages=(
     build-essential make gcc libcap-dev libcap2-bin libpcap-dev
     python3 python3-venv python3-dev
-    sudo iproute2 iputils-ping procps util-linux passwd kmod
+    sudo iproute2 iputils-ping procps util-linux passwd kmod strace
     tcpdump tshark netsniff-ng fping dnsutils curl socat systemd
     clang llvm libclang-rt-14-dev
 )

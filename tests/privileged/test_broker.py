@@ -21,6 +21,7 @@ from support import privileged as priv
 pytestmark = pytest.mark.privileged
 
 SYS_RECVMSG = 47  # x86_64; the CI machine
+MSG_DONTWAIT = 0x40
 
 PRELUDE = r"""
 import json, os, signal, sys, gevent, gprocket
@@ -35,16 +36,22 @@ def say(**doc):
 """
 
 
+def _blocked_in_recvmsg(pid: int) -> bool:
+    """The broker sleeps in a blocking recvmsg on its channel (fd 0)."""
+    fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    return fields[:2] == [str(SYS_RECVMSG), "0x0"] and not int(fields[3], 16) & MSG_DONTWAIT
+
+
 def _wait_idle(pid: int) -> None:
-    """Until the broker blocks in recvmsg on its channel (fd 0): between
-    requests, not mid-way through closing the descriptor it just sent."""
-    syscall = Path(f"/proc/{pid}/syscall")
+    """Until the broker blocks in recvmsg on its channel: between requests,
+    not mid-way through closing the descriptor it just sent, and past the
+    short window in which it polls for the next request."""
     for _ in range(5000):
-        fields = syscall.read_text().split()
-        if fields[:2] == [str(SYS_RECVMSG), "0x0"]:
+        if _blocked_in_recvmsg(pid):
             return
         time.sleep(0.001)
-    raise AssertionError(f"broker {pid} never went idle: {syscall.read_text()}")
+    raise AssertionError(f"broker {pid} never went idle: "
+                         f"{Path(f'/proc/{pid}/syscall').read_text()}")
 
 
 def _broker_state(pid: int) -> dict[str, object]:
@@ -231,6 +238,69 @@ def test_client_kill_9_ends_the_broker_within_a_second(
             assert poller.poll(1000), "the broker outlived its client by more than a second"
         finally:
             os.close(pidfd)
+    finally:
+        client.close()
+
+
+POLL = r"""
+if CPUS == 'one':
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # the broker inherits it
+broker = get_broker(HELPER)
+os.close(gprocket.open_fd(0, protocol='icmp', strategies='broker'))
+say(pid=broker.pid, spin=broker._session.spin, cpus=len(os.sched_getaffinity(0)))
+sys.stdin.readline()
+for _ in range(20):
+    os.close(gprocket.open_fd(0, protocol='icmp', strategies='broker'))
+    gevent.sleep(0.002)
+say(done=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.mark.parametrize("cpus", ["one", "all"])
+def test_broker_polls_briefly_only_with_a_cpu_to_spare_and_then_sleeps(
+    cpus: str, unpriv_user: priv.User, netns: priv.Netns, installed_helper
+) -> None:  # type: ignore[no-untyped-def]
+    """After a reply both sides may poll for the next message for a few tens
+    of microseconds (bench/acquire.py), but never with a single CPU, where
+    polling would only keep the other side from running, and never for long:
+    an idle broker sleeps in a blocking recvmsg."""
+    if cpus == "all":
+        assert len(os.sched_getaffinity(0)) >= 2, "this test needs a machine with two CPUs"
+    client = Client(unpriv_user, f"CPUS = {cpus!r}\n" + POLL, netns, installed_helper("setuid"))
+    try:
+        first = client.read()
+        pid = int(first["pid"])  # type: ignore[call-overload]
+        assert (first["spin"] > 0) is (cpus == "all"), first
+        _wait_idle(pid)
+        assert _blocked_in_recvmsg(pid)
+        if cpus == "one":
+            # Each request may find the channel empty once (a non-blocking
+            # try, then the blocking call), never more: no polling loop.
+            trace = Path(f"/tmp/gprocket-poll-{pid}.strace")
+            tracer = subprocess.Popen(["strace", "-qq", "-p", str(pid), "-e", "trace=recvmsg",
+                                       "-o", str(trace)], stderr=subprocess.PIPE)
+            try:
+                status = Path(f"/proc/{pid}/status")
+                for _ in range(5000):
+                    if "TracerPid:\t0" not in status.read_text():
+                        break
+                    time.sleep(0.001)
+                client.go()
+                assert client.read() == {"done": True}
+                _wait_idle(pid)
+            finally:
+                tracer.send_signal(signal.SIGINT)
+                tracer.communicate(timeout=10)
+            calls = trace.read_text().splitlines()
+            trace.unlink()
+            tries = [line for line in calls if "MSG_DONTWAIT" in line and "EAGAIN" in line]
+            assert len([line for line in calls if "GPRQ" in line]) >= 20, calls
+            assert len(tries) <= 21, calls
+        else:
+            client.go()
+            assert client.read() == {"done": True}
+            _wait_idle(pid)
     finally:
         client.close()
 

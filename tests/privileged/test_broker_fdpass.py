@@ -3,7 +3,9 @@
 A real socketpair stands in for the channel and this test plays a hostile
 or broken helper on the other end (crafted replies, extra or missing
 descriptors, the wrong kind of socket). Every refusal must close every
-descriptor it received; everything accepted is close-on-exec.
+descriptor it received; everything accepted is close-on-exec. Every test
+runs twice: with the compiled receive and check (gprocket._fdpass_speed)
+and with the pure-Python ones.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import os
 import socket
 from collections.abc import Iterator
 
+import gevent
 import gevent.socket
 import pytest
 
+from gprocket import _fdpass
 from gprocket._errors import HelperError
 from gprocket._fdpass import receive, verify
 from gprocket._spawn import spawn
@@ -23,6 +27,15 @@ from gprocket._spec import SocketRequest
 from gprocket._wire import REPLY_SIZE, Reply, Stage, encode_reply
 
 OK = encode_reply(Reply(1, 0, Stage.NONE, "", "ok"))
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "compiled":
+        assert _fdpass._speed is not None, "build it: python -m gprocket._fdpass_build"
+    else:
+        monkeypatch.setattr(_fdpass, "_speed", None)
+    return str(request.param)
 
 
 @pytest.fixture
@@ -111,7 +124,28 @@ def test_malformed_replies_close_their_descriptor(channel, data: bytes, message:
 def test_end_of_file_is_none(channel) -> None:  # type: ignore[no-untyped-def]
     client, peer = channel
     peer.shutdown(socket.SHUT_WR)
-    assert receive(client) is None
+    assert receive(client, spin=50e-6) is None
+
+
+def test_a_reply_later_than_the_poll_window_is_waited_for_cooperatively(channel) -> None:  # type: ignore[no-untyped-def]
+    client, peer = channel
+    sock = _udp()
+    ticks = []
+
+    def ticker() -> None:
+        while True:
+            ticks.append(1)
+            gevent.sleep(0.001)
+
+    beat = gevent.spawn(ticker)
+    gevent.spawn_later(0.05, _send, peer, OK, [sock.fileno()])
+    got = receive(client, spin=50e-6)
+    beat.kill()
+    assert got is not None and got[0].ok and got[1] is not None
+    os.close(got[1])
+    sock.close()
+    # The hub kept running while the reply was due: the wait was not a spin.
+    assert len(ticks) >= 10
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,10 @@ beyond the first are closed. The descriptor kept is checked against the
 request (family, type, protocol, bound address; a TUN descriptor must be the
 character device 10:200 attached to the named interface) before anyone sees
 it: trust the descriptor, not the peer.
+
+With ``gprocket._fdpass_speed`` built (``_fdpass_build.py``) the read and
+the check of an inet socket run in C; the rules applied to what was read,
+and every refusal, stay here in Python, shared by both paths.
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ _MSG_TRUNC = int(socket.MSG_TRUNC)
 _MSG_CTRUNC = int(socket.MSG_CTRUNC)
 _SOL_SOCKET = int(socket.SOL_SOCKET)
 _SCM_RIGHTS = int(socket.SCM_RIGHTS)
-_INT_SIZE = array.array("i").itemsize
 _SO_DOMAIN = int(socket.SO_DOMAIN)
 _SO_TYPE = int(socket.SO_TYPE)
 _SO_PROTOCOL = int(socket.SO_PROTOCOL)

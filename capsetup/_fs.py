@@ -23,7 +23,6 @@ __all__ = [
     "nearest_existing",
     "parse_mountinfo",
     "path_problems",
-    "write_temp",
 ]
 
 
@@ -150,14 +149,29 @@ def mount_of(path: Path, mountinfo: str | None = None) -> Mount:
     return best
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int, uid: int = 0, gid: int = 0) -> None:
+def atomic_write(
+    path: Path,
+    data: bytes,
+    *,
+    mode: int,
+    uid: int = 0,
+    gid: int = 0,
+    before_close: Callable[[int], None] | None = None,
+    check: Callable[[Path], None] | None = None,
+) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the new, never half.
 
     The temporary file is created in the same directory (so rename is
     atomic), owned and moded before any content is visible under ``path``.
+    ``before_close`` runs on its still-open descriptor after owner and mode
+    are set (to set capabilities on this very inode); ``check`` runs on the
+    finished temporary file before the rename. Either may raise: the
+    temporary file is then removed and ``path`` left untouched.
     """
-    tmp = _write_temp(path, data, mode=mode, uid=uid, gid=gid)
+    tmp = _write_temp(path, data, mode=mode, uid=uid, gid=gid, before_close=before_close)
     try:
+        if check is not None:
+            check(tmp)
         os.rename(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -173,7 +187,7 @@ def _write_temp(
     mode: int,
     uid: int,
     gid: int,
-    before_close: Callable[[int], None] | None = None,
+    before_close: Callable[[int], None] | None,
 ) -> Path:
     for attempt in range(100):
         tmp = path.with_name(f".{path.name}.capsetup-{os.getpid()}-{attempt}")
@@ -200,24 +214,6 @@ def _write_temp(
         os.close(fd)
         return tmp
     raise FileExistsError(errno.EEXIST, f"cannot create a temporary file beside {path}")
-
-
-def write_temp(
-    path: Path,
-    data: bytes,
-    *,
-    mode: int,
-    uid: int = 0,
-    gid: int = 0,
-    before_close: Callable[[int], None] | None = None,
-) -> Path:
-    """Create a finished temporary file beside ``path`` and return its name.
-
-    ``before_close`` runs on the still-open descriptor after owner and mode
-    are set (to set capabilities on this very inode). The caller renames
-    the result into place or unlinks it.
-    """
-    return _write_temp(path, data, mode=mode, uid=uid, gid=gid, before_close=before_close)
 
 
 def fsync_dir(path: Path) -> None:

@@ -23,7 +23,7 @@ from capsetup._filecaps import (
     packaged_file_caps,
     read_file_caps,
 )
-from capsetup._fs import atomic_write, fsync_dir, mount_of, nearest_existing, write_temp
+from capsetup._fs import atomic_write, mount_of, nearest_existing
 from capsetup._layout import (
     DEFAULT_GROUP,
     Layout,
@@ -171,18 +171,14 @@ def place_privileged_file(path: Path, wanted: Wanted) -> None:
                 f"(read back {back.text if back else 'none'}): use --mode setuid"
             )
 
-    tmp = write_temp(path, wanted.content, mode=wanted.mode, gid=wanted.gid, before_close=set_caps)
-    try:
-        st = os.lstat(tmp)
-        if stat.S_IMODE(st.st_mode) != wanted.mode:
+    def kept_mode(tmp: Path) -> None:
+        got = stat.S_IMODE(os.lstat(tmp).st_mode)
+        if got != wanted.mode:
             raise SetupError(f"the filesystem under {path.parent} did not keep mode "
-                             f"{wanted.mode:04o} (got {stat.S_IMODE(st.st_mode):04o})")  # fmt: skip
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+                             f"{wanted.mode:04o} (got {got:04o})")
+
+    atomic_write(path, wanted.content, mode=wanted.mode, gid=wanted.gid, before_close=set_caps,
+                 check=kept_mode)
 
 
 def install(

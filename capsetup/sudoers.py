@@ -12,16 +12,14 @@ turns it off for the helper alone.
 
 from __future__ import annotations
 
-import contextlib
 import grp
-import os
 import pwd
 import re
 import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-from capsetup._fs import fsync_dir, write_temp
+from capsetup._fs import atomic_write
 from capsetup._layout import SUDOERS_DIR, Layout, Manifest, SetupError, require_root
 
 __all__ = ["install_sudoers", "render_sudoers", "validate_sudoers"]
@@ -74,16 +72,12 @@ def place_sudoers(path: Path, text: str) -> bool:
             return False
     except FileNotFoundError:
         pass
-    tmp = write_temp(path, text.encode(), mode=0o440)
-    try:
+    def accepted(tmp: Path) -> None:
         error = validate_sudoers(tmp)
         if error is not None:
             raise SetupError(f"visudo rejects the drop-in, nothing installed: {error}")
-        os.rename(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    fsync_dir(path.parent)
+
+    atomic_write(path, text.encode(), mode=0o440, check=accepted)
     return True
 
 

@@ -32,23 +32,36 @@ SOURCE = r"""
 #include <arpa/inet.h>
 #include <linux/if_packet.h>
 
+/* A block's frames, one per call: the header at *off when it lies inside the
+   block (else NULL), *off moved on to the next one. */
+static const struct tpacket3_hdr *next_frame(const uint8_t *block, uint32_t *off)
+{
+    const struct tpacket_block_desc *bd = (const struct tpacket_block_desc *)block;
+    const struct tpacket3_hdr *h;
+    if (*off == 0 || *off + sizeof(*h) > bd->hdr.bh1.blk_len)
+        return NULL;
+    h = (const struct tpacket3_hdr *)(block + *off);
+    *off += h->tp_next_offset;
+    return h;
+}
+
+static uint32_t frame_count(const uint8_t *block, uint32_t *first)
+{
+    const struct tpacket_block_desc *bd = (const struct tpacket_block_desc *)block;
+    *first = bd->hdr.bh1.offset_to_first_pkt;
+    return bd->hdr.bh1.num_pkts;
+}
+
 /* One TPACKET_V3 block -> start and end of each frame's captured data
    (offsets from the block start): all Python needs to slice the frames. */
 int gpk_walk_block(const uint8_t *block, uint32_t *start, uint32_t *end, int max)
 {
-    const struct tpacket_block_desc *bd = (const struct tpacket_block_desc *)block;
-    uint32_t n = bd->hdr.bh1.num_pkts;
-    uint32_t off = bd->hdr.bh1.offset_to_first_pkt;
-    uint32_t blen = bd->hdr.bh1.blk_len;
+    uint32_t off, n = frame_count(block, &off);
+    const struct tpacket3_hdr *h;
     int i;
-    for (i = 0; i < (int)n && i < max; i++) {
-        const struct tpacket3_hdr *h;
-        if (off == 0 || off + sizeof(*h) > blen)
-            break;
-        h = (const struct tpacket3_hdr *)(block + off);
-        start[i] = off + h->tp_mac;
-        end[i] = off + h->tp_mac + h->tp_snaplen;
-        off += h->tp_next_offset;
+    for (i = 0; i < (int)n && i < max && (h = next_frame(block, &off)); i++) {
+        start[i] = (uint32_t)((const uint8_t *)h - block) + h->tp_mac;
+        end[i] = start[i] + h->tp_snaplen;
     }
     return i;
 }
@@ -58,25 +71,18 @@ int gpk_walk_block(const uint8_t *block, uint32_t *start, uint32_t *end, int max
    puts after the header). Separate from the walk: most consumers never ask. */
 int gpk_block_meta(const uint8_t *block, uint32_t *meta, int max)
 {
-    const struct tpacket_block_desc *bd = (const struct tpacket_block_desc *)block;
-    uint32_t n = bd->hdr.bh1.num_pkts;
-    uint32_t off = bd->hdr.bh1.offset_to_first_pkt;
-    uint32_t blen = bd->hdr.bh1.blk_len;
+    uint32_t off, n = frame_count(block, &off);
+    const struct tpacket3_hdr *h;
     int i;
-    for (i = 0; i < (int)n && i < max; i++) {
-        const struct tpacket3_hdr *h;
-        const struct sockaddr_ll *ll;
-        if (off == 0 || off + sizeof(*h) > blen)
-            break;
-        h = (const struct tpacket3_hdr *)(block + off);
-        ll = (const struct sockaddr_ll *)((const uint8_t *)h + TPACKET_ALIGN(sizeof(*h)));
+    for (i = 0; i < (int)n && i < max && (h = next_frame(block, &off)); i++) {
+        const struct sockaddr_ll *ll =
+            (const struct sockaddr_ll *)((const uint8_t *)h + TPACKET_ALIGN(sizeof(*h)));
         meta[0] = h->tp_len;
         meta[1] = h->tp_sec;
         meta[2] = h->tp_nsec;
         meta[3] = (uint32_t)ll->sll_ifindex;
         meta[4] = ((uint32_t)ntohs(ll->sll_protocol) << 16) | ll->sll_pkttype;
         meta += 5;
-        off += h->tp_next_offset;
     }
     return i;
 }
@@ -87,13 +93,10 @@ struct pcap_rec { uint32_t sec, frac, caplen, len; };
 long gpk_block_to_pcap(const uint8_t *block, uint8_t *dst, size_t cap, uint32_t snaplen,
                        int nsec, uint32_t *count, uint64_t *bytes)
 {
-    const struct tpacket_block_desc *bd = (const struct tpacket_block_desc *)block;
-    uint32_t n = bd->hdr.bh1.num_pkts;
-    uint32_t off = bd->hdr.bh1.offset_to_first_pkt;
+    uint32_t off, n = frame_count(block, &off), i;
+    const struct tpacket3_hdr *h;
     size_t pos = 0;
-    uint32_t i;
-    for (i = 0; i < n; i++) {
-        const struct tpacket3_hdr *h = (const struct tpacket3_hdr *)(block + off);
+    for (i = 0; i < n && (h = next_frame(block, &off)); i++) {
         struct pcap_rec r;
         r.caplen = h->tp_snaplen < snaplen ? h->tp_snaplen : snaplen;
         if (pos + sizeof(r) + r.caplen > cap)
@@ -102,12 +105,11 @@ long gpk_block_to_pcap(const uint8_t *block, uint8_t *dst, size_t cap, uint32_t 
         r.frac = nsec ? h->tp_nsec : h->tp_nsec / 1000;
         r.len = h->tp_len;
         memcpy(dst + pos, &r, sizeof(r));
-        memcpy(dst + pos + sizeof(r), block + off + h->tp_mac, r.caplen);
+        memcpy(dst + pos + sizeof(r), (const uint8_t *)h + h->tp_mac, r.caplen);
         pos += sizeof(r) + r.caplen;
         *bytes += h->tp_len;
-        off += h->tp_next_offset;
     }
-    *count += n;
+    *count += i;
     return (long)pos;
 }
 

@@ -180,9 +180,13 @@ def _strategies() -> tuple[str, ...] | None:
     return tuple("helper" if name == "broker" else name for name in DEFAULT_ORDER)
 
 
-def _acquire_fd(request: SocketRequest) -> int:
-    with _ladder_call():
-        return acquire(request, strategies=_strategies()).fd
+def _acquire_fd(request: SocketRequest, denied: PermissionError) -> int:
+    """The descriptor from the ladder; its failure is raised from the original denial."""
+    try:
+        with _ladder_call():
+            return acquire(request, strategies=_strategies()).fd
+    except PrivilegeError as failure:
+        raise failure from denied
 
 
 def _make_bind(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -197,10 +201,7 @@ def _make_bind(original: Callable[..., Any]) -> Callable[..., Any]:
             request = _bind_request(self, address)
             if request is None:
                 raise
-            try:
-                fd = _acquire_fd(request)
-            except PrivilegeError as failure:
-                raise failure from err
+            fd = _acquire_fd(request, err)
             _replace_descriptor(self, fd)
             return None
 
@@ -221,10 +222,7 @@ def _make_init(original: Callable[..., Any]) -> Callable[..., Any]:
             request = _create_request(err, family, type, proto, fileno)
             if request is None:
                 raise
-            try:
-                fd = _acquire_fd(request)
-            except PrivilegeError as failure:
-                raise failure from err
+            fd = _acquire_fd(request, err)
             try:
                 original(self, family, type & ~_TYPE_FLAGS, proto, fd)
             except BaseException:

@@ -259,7 +259,7 @@ sys.stdin.readline()
 
 @pytest.mark.parametrize("cpus", ["one", "all"])
 def test_broker_polls_briefly_only_with_a_cpu_to_spare_and_then_sleeps(
-    cpus: str, unpriv_user: priv.User, netns: priv.Netns, installed_helper
+    cpus: str, unpriv_user: priv.User, netns: priv.Netns, installed_helper, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     """After a reply both sides may poll for the next message for a few tens
     of microseconds (bench/acquire.py), but never with a single CPU, where
@@ -277,7 +277,7 @@ def test_broker_polls_briefly_only_with_a_cpu_to_spare_and_then_sleeps(
         if cpus == "one":
             # Each request may find the channel empty once (a non-blocking
             # try, then the blocking call), never more: no polling loop.
-            trace = Path(f"/tmp/gprocket-poll-{pid}.strace")
+            trace = tmp_path / "recvmsg.strace"
             tracer = subprocess.Popen(["strace", "-qq", "-p", str(pid), "-e", "trace=recvmsg",
                                        "-o", str(trace)], stderr=subprocess.PIPE)
             try:
@@ -293,7 +293,6 @@ def test_broker_polls_briefly_only_with_a_cpu_to_spare_and_then_sleeps(
                 tracer.send_signal(signal.SIGINT)
                 tracer.communicate(timeout=10)
             calls = trace.read_text().splitlines()
-            trace.unlink()
             tries = [line for line in calls if "MSG_DONTWAIT" in line and "EAGAIN" in line]
             assert len([line for line in calls if "GPRQ" in line]) >= 20, calls
             assert len(tries) <= 21, calls

@@ -154,14 +154,20 @@ def live_scapy(lab: VethLab, frame: bytes, n: int) -> Result:
     return Result("scapy sniff", len(stamps), sent_in, n - len(stamps))
 
 
-def _tool_live(lab: VethLab, frame: bytes, n: int, argv: list[str], name: str, *,
-               parse: Callable[[str], tuple[int, int]]) -> Result:
+def _listening(lab: VethLab, argv: list[str]) -> subprocess.Popen[str]:
+    """Start a capture tool in namespace A; return once it says it is listening."""
     proc = subprocess.Popen(lab.argv_a(argv), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     for line in proc.stderr:
         if "listening on" in line:
             break
+    return proc
+
+
+def _tool_live(lab: VethLab, frame: bytes, n: int, argv: list[str], name: str, *,
+               parse: Callable[[str], tuple[int, int]]) -> Result:
+    proc = _listening(lab, argv)
     sent_in = trafgen(lab, frame, n)
     _, err = proc.communicate(timeout=60)
     got, dropped = parse(err)
@@ -231,12 +237,7 @@ def drain_ring(lab: VethLab, frame: bytes, n: int,
 
 
 def _tool_drain(lab: VethLab, frame: bytes, n: int, argv: list[str], name: str) -> Result:
-    proc = subprocess.Popen(lab.argv_a(argv), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "listening on" in line:
-            break
+    proc = _listening(lab, argv)
     proc.send_signal(signal.SIGSTOP)
     trafgen(lab, frame, n)
     # tcpdump's blocks retire up to 1 s after their first frame: let all retire.

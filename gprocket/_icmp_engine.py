@@ -129,6 +129,7 @@ class _Engine:
         per_target_ttl = any(t.ttl is not None for t in fresh)
         base_ttl = self._get_ttl() if per_target_ttl else 0
         seq, wrapped = self.seq, False
+        on_send = opts.on_send
         try:
             while self.remaining:
                 now = monotonic()
@@ -178,6 +179,8 @@ class _Engine:
                         break
                     except OSError as err:
                         target.sent += 1
+                        if on_send is not None:
+                            on_send(target.name)
                         self._send_failed(target, seq, err)
                         if target.sent < target.count:
                             heappush(due, (now + interval, order, target))
@@ -188,6 +191,8 @@ class _Engine:
                         continue
                     target.sent += 1
                     sent_now += 1
+                    if on_send is not None:
+                        on_send(target.name)
                     key = (target.address, seq)
                     if wrapped:
                         old = table.get(key)

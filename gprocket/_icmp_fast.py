@@ -135,12 +135,16 @@ class _FastEngine:
         watcher = hub.loop.io(fd, 1)
         writable = hub.loop.io(fd, 2)
         step, monotonic_ns = lib.gpi_step, time.monotonic_ns
+        on_send = opts.on_send
+        seen = [0] * len(targets) if on_send is not None else []
         finished = False
         try:
             while True:
                 count = step(ctx)
                 if count < 0:
                     raise OSError(errno.EIO, "cannot draw random ICMP payload cookies")
+                if on_send is not None:
+                    self._sends(ctx, targets, seen, on_send)
                 if count:
                     with _gc_paused():
                         self._events(ctx, count, targets)
@@ -171,6 +175,16 @@ class _FastEngine:
                 for index, state in enumerate(targets):
                     if state.sent < opts.count:
                         state.sent = sent[index]
+
+    @staticmethod
+    def _sends(ctx: Any, targets: Sequence[_State], seen: list[int],
+               on_send: Callable[[str], None]) -> None:
+        """on_send for each request the last step sent (the C loop reports none itself)."""
+        sent = ctx.tsent
+        for index, state in enumerate(targets):
+            while seen[index] < sent[index]:
+                seen[index] += 1
+                on_send(state.name)
 
     def _count(self, ctx: Any) -> None:
         counters = self.counters

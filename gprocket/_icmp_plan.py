@@ -111,13 +111,14 @@ def _job(count: int, interval: float, timeout: float, size: int, ttl: int | None
          source: str | None, interface: str | None, family: int | str | None,
          kind: SocketKind, strategies: str | Sequence[str] | None, helper: str | None,
          on_reply: Callable[[str, Reply, bool], None] | None,
-         on_error: Callable[[str, IcmpError], None] | None) -> _Job:
+         on_error: Callable[[str, IcmpError], None] | None, *,
+         on_send: Callable[[str], None] | None = None) -> _Job:
     _validate(count, interval, timeout, size, ttl)
     if kind not in ("auto", "datagram", "raw"):
         raise ValueError(f"socket_kind must be 'auto', 'datagram' or 'raw', not {kind!r}")
     chain = strategies if strategies is None or isinstance(strategies, str) \
         else tuple(strategies)
-    return _Job(_Options(count, interval, timeout, size, on_reply, on_error),
+    return _Job(_Options(count, interval, timeout, size, on_reply, on_error, on_send),
                 _family_arg(family), kind, source, interface, ttl, chain, helper)
 
 

@@ -36,6 +36,9 @@ class _Options:
     size: int
     on_reply: Callable[[str, Reply, bool], None] | None = None
     on_error: Callable[[str, IcmpError], None] | None = None
+    # Called with the target's name after each request leaves (or fails to):
+    # `gprocket ping` reports iputils' "time", which ends at the last send.
+    on_send: Callable[[str], None] | None = None
 
 
 @dataclass

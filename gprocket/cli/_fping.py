@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import TextIO, cast
 
 import gevent
-from gevent import socket as gsocket
 
 from gprocket._errors import GprocketError
 from gprocket._icmp_fast import _engine
@@ -316,6 +315,7 @@ class _Totals:
 
 
 def _resolve(names: list[str], args: _Args, totals: _Totals) -> list[_Host]:
+    """fping's add_name(): literals directly, names through the C library like fping."""
     hosts: list[_Host] = []
     want = args.family
     for name in names:
@@ -335,8 +335,7 @@ def _resolve(names: list[str], args: _Args, totals: _Totals) -> list[_Host]:
             hosts.append(_Host(len(hosts), name, family, address, sockaddr))
             continue
         try:
-            name.encode("idna")  # here, not in gevent's resolver thread, which would log it
-            infos = gsocket.getaddrinfo(name, None, want or 0,
+            infos = socket.getaddrinfo(name, None, want or 0,
                                         socket.SOCK_RAW if want else socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as err:
             if not args.quiet:

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import TextIO, cast
 
 import gevent
-from gevent import socket as gsocket
 
 from gprocket import icmp
 from gprocket._icmp_fast import _MAX_PROBES, _engine
@@ -163,25 +162,31 @@ def _parse(argv: Sequence[str]) -> _Args:
 
 
 def _resolve(args: _Args) -> tuple[int, str, bool]:
-    """(family, address, numeric): getaddrinfo as iputils calls it, its words on failure."""
+    """(family, address, numeric): getaddrinfo as iputils calls it, its words on failure.
+
+    The C library's resolver, not gevent's: its answers and error words are
+    the ones iputils gets (nothing else runs yet, so blocking costs nothing).
+    """
     host = args.host
     try:
-        host.encode("idna")  # here, not in gevent's resolver thread, which would log it
-        infos = gsocket.getaddrinfo(host, None, args.family or 0, socket.SOCK_DGRAM)
+        # iputils asks for every family and then picks (its issue 252: scope ids).
+        infos = socket.getaddrinfo(host, None, 0, socket.SOCK_DGRAM)
     except socket.gaierror as err:
         raise _fail(2, f"{host}: {err.strerror}") from None
     except UnicodeError:  # Python's idna codec refuses what glibc calls unknown
         raise _fail(2, f"{host}: Name or service not known") from None
     for af, _type, _proto, _canon, sockaddr in infos:
-        if af in (socket.AF_INET, socket.AF_INET6):
-            numeric = args.numeric
-            if not numeric:
-                try:
-                    socket.getaddrinfo(host, None, af, 0, 0, socket.AI_NUMERICHOST)
-                    numeric = True  # a literal target: iputils prints addresses only
-                except (socket.gaierror, UnicodeError):
-                    pass
-            return int(af), _host_key(tuple(sockaddr)), numeric
+        if af not in (socket.AF_INET, socket.AF_INET6) or \
+                args.family not in (None, af):
+            continue
+        numeric = args.numeric
+        if not numeric:
+            try:
+                socket.getaddrinfo(host, None, af, 0, 0, socket.AI_NUMERICHOST)
+                numeric = True  # a literal target: iputils prints addresses only
+            except (socket.gaierror, UnicodeError):
+                pass
+        return int(af), _host_key(tuple(sockaddr)), numeric
     raise _fail(2, f"{host}: Address family for hostname not supported")
 
 
@@ -220,7 +225,7 @@ class _Names:
         if shown is None:
             try:
                 sockaddr = icmp.resolve(address)[2]
-                name = gsocket.getnameinfo(sockaddr, 0)[0]
+                name = socket.getnameinfo(sockaddr, 0)[0]
             except (OSError, ValueError):
                 shown = address
             else:
@@ -341,8 +346,7 @@ def _run(args: _Args, out: TextIO) -> int:
                    args.ttl or None, source, interface, af,
                    cast(SocketKind, args.socket_kind), None, None, on_reply, on_error,
                    on_send=on_send)
-        stats.started = time.monotonic()
-        result = _until_interrupted(address, job)
+        result = _until_interrupted(address, job, stats)
     except (OSError, ValueError) as err:
         raise _fail(2, str(err)) from None
     print(f"\n--- {args.host} ping statistics ---", file=out)
@@ -370,16 +374,18 @@ def source_or_interface(value: str | None) -> tuple[str | None, str | None]:
     return value, None
 
 
-def _until_interrupted(address: str, job: _Job) -> icmp.Host:
+def _until_interrupted(address: str, job: _Job, stats: _Stats) -> icmp.Host:
     """ping(), except that SIGINT stops it and the Host so far is returned.
 
     iputils' Ctrl-C: the requests sent count as transmitted, the ones still
-    awaiting their reply as lost.
+    awaiting their reply as lost. ``stats.started`` is set once the socket
+    is open, just before the first request, where iputils starts its clock.
     """
     ((plan, isock),) = _prepare([address], job)
     state = plan.states[0]
     try:
         engine = _engine(isock, job.options, None, plan.states)
+        stats.started = time.monotonic()
         runner = gevent.spawn(engine.run, plan.states)
         handler = gevent.signal_handler(signal.SIGINT, runner.kill, block=False)
         try:

@@ -225,7 +225,7 @@ class _Names:
         if shown is None:
             try:
                 sockaddr = icmp.resolve(address)[2]
-                name = socket.getnameinfo(sockaddr, 0)[0]
+                name = socket.getnameinfo(cast(tuple[str, int], sockaddr), 0)[0]
             except (OSError, ValueError):
                 shown = address
             else:

@@ -270,8 +270,8 @@ class _Stats:
 
     times: list[int] = field(default_factory=list)  # every timed reply, duplicates too
     errors: int = 0
-    started: float = 0.0
-    last_send: float | None = None
+    started: int = 0  # monotonic nanoseconds
+    last_send: int | None = None
 
     def rtt_line(self) -> str:
         total = len(self.times)
@@ -289,7 +289,7 @@ class _Stats:
     def elapsed_ms(self) -> int:
         if self.last_send is None:
             return 0
-        return int((self.last_send - self.started) * 1000 + 0.5)
+        return (self.last_send - self.started + 500_000) // 1_000_000
 
 
 def _run(args: _Args, out: TextIO) -> int:
@@ -337,7 +337,7 @@ def _run(args: _Args, out: TextIO) -> int:
                   f"{error.description}", file=out, flush=True)
 
     def on_send(_name: str) -> None:
-        stats.last_send = time.monotonic()
+        stats.last_send = time.monotonic_ns()
 
     count = args.count or _MAX_PROBES  # no -c: until interrupted
     linger = max(args.linger_ms, 1) / 1000.0
@@ -385,7 +385,7 @@ def _until_interrupted(address: str, job: _Job, stats: _Stats) -> icmp.Host:
     state = plan.states[0]
     try:
         engine = _engine(isock, job.options, None, plan.states)
-        stats.started = time.monotonic()
+        stats.started = time.monotonic_ns()
         runner = gevent.spawn(engine.run, plan.states)
         handler = gevent.signal_handler(signal.SIGINT, runner.kill, block=False)
         try:

@@ -19,7 +19,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO, cast
 
@@ -272,6 +272,9 @@ class _Stats:
     errors: int = 0
     started: int = 0  # monotonic nanoseconds
     last_send: int | None = None
+    sends: int = 0
+    stop: Callable[[], None] | None = None  # ends the run early, as SIGINT does
+    exit_timer: gevent.Greenlet[[], None] | None = None
 
     def rtt_line(self) -> str:
         total = len(self.times)
@@ -338,6 +341,12 @@ def _run(args: _Args, out: TextIO) -> int:
 
     def on_send(_name: str) -> None:
         stats.last_send = time.monotonic_ns()
+        stats.sends += 1
+        if stats.sends == args.count and stats.times and stats.stop is not None:
+            # __schedule_exit(): after the last request, with replies seen, iputils
+            # waits two longest RTTs (at least an interval), not -W, for the rest.
+            wait = max(2 * max(stats.times), 1000 * args.interval_ms) / 1e6
+            stats.exit_timer = gevent.spawn_later(wait, stats.stop)
 
     count = args.count or _MAX_PROBES  # no -c: until interrupted
     linger = max(args.linger_ms, 1) / 1000.0
@@ -387,11 +396,14 @@ def _until_interrupted(address: str, job: _Job, stats: _Stats) -> icmp.Host:
         engine = _engine(isock, job.options, None, plan.states)
         stats.started = time.monotonic_ns()
         runner = gevent.spawn(engine.run, plan.states)
+        stats.stop = runner.kill
         handler = gevent.signal_handler(signal.SIGINT, runner.kill, block=False)
         try:
             runner.join()
         finally:
             handler.cancel()
+            if stats.exit_timer is not None:
+                stats.exit_timer.kill()
         failure = runner.exception
         if failure is not None and not isinstance(failure, gevent.GreenletExit):
             raise failure

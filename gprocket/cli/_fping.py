@@ -501,7 +501,22 @@ def _run(args: _Args, out: TextIO) -> int:
             print(f"{words} from {reporter} for ICMP Echo sent to {host.name}",
                   file=sys.stderr)
 
-    def handler(index: int) -> Callable[[_Host, _State], None]:
+    # "timed out" lines of requests an ICMP error ended early, due at their
+    # timeout: fping prints them then, before any later request's lines.
+    deferred: list[tuple[float, int, _Host, int]] = []
+
+    def flush(upto: float | None = None) -> None:
+        now = time.monotonic() if upto is None else upto
+        deferred.sort(key=lambda entry: entry[:2])
+        while deferred and deferred[0][0] <= now:
+            _, _, host, index = deferred.pop(0)
+            timed_out(host, index)
+
+    def one_round(targets: list[_Host], index: int, timeout: float, begun: float) -> None:
+        """Request `index` to every target (`begun`: when it was due to start)."""
+        due = begun + timeout
+        timers: list[gevent.Greenlet[[], None]] = []
+
         def done(host: _Host, state: _State) -> None:
             totals.sent += 1
             if state.replies:
@@ -510,27 +525,41 @@ def _run(args: _Args, out: TextIO) -> int:
                 failed.discard(host.index)
                 gave_up.add(host.index)
                 host.sent += 1
+            elif time.monotonic() < due:
+                deferred.append((due, host.index, host, index))
+                timers.append(gevent.spawn_later(due - time.monotonic(), flush))
             else:
                 timed_out(host, index)
-        return done
+
+        try:
+            pinger.round(targets, timeout, done, error)
+            gevent.joinall(timers, raise_error=True)
+            flush(due)  # a timer may wake a hair early: this round's are due now
+        finally:
+            gevent.killall(timers)
 
     pinger = _Pinger(args, totals)
 
     def sweep() -> None:
+        base = time.monotonic()
         if args.count_flag:
             rounds = []
             for index in range(args.count):
+                begun = base + index * args.period_ms / 1000.0
                 if index:
-                    gevent.sleep(max(0.0, started + index * args.period_ms / 1000.0 -
-                                     time.time()))
-                rounds.append(gevent.spawn(pinger.round, hosts, args.timeout_ms / 1000.0,
-                                           handler(index), error))
-            gevent.joinall(rounds, raise_error=True)
+                    gevent.sleep(max(0.0, begun - time.monotonic()))
+                    flush()  # fping handles timeouts due by now before sending
+                rounds.append(gevent.spawn(one_round, hosts, index, args.timeout_ms / 1000.0,
+                                           begun))
+            try:
+                gevent.joinall(rounds, raise_error=True)
+            finally:
+                gevent.killall(rounds)
             return
         timeout = args.timeout_ms / 1000.0
         waiting = list(hosts)
         for index in range(args.retry + 1):
-            pinger.round(waiting, timeout, handler(index), error)
+            one_round(waiting, index, timeout, time.monotonic())
             waiting = [h for h in waiting if not h.received and h.index not in gave_up]
             if not waiting:
                 return

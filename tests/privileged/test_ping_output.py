@@ -14,7 +14,6 @@ raw socket from the installed helper (closed), on both engines.
 
 from __future__ import annotations
 
-import re
 import secrets
 import shutil
 import signal
@@ -24,26 +23,13 @@ from pathlib import Path
 
 import pytest
 from support import privileged as priv
+from support.ping_output import mask
 
 pytestmark = pytest.mark.privileged
 
 OPEN_RANGE = "0 2147483647"
 HOSTS = "127.0.0.1 localhost\n::1 six\n"
 DEAD4, DEAD6 = "10.9.0.2", "2001:db8:9::2"
-_DECIMAL = re.compile(r"(?<![\d.])\d+\.\d+(?![\d.%])")  # not addresses, not loss %
-_MASKS = [
-    (re.compile(r"time=[\d.]+ ms"), "time=N ms"),      # iputils: a reply's RTT
-    (re.compile(r"time \d+ms"), "time Nms"),           # iputils: start to last request
-    (re.compile(r" +[\d.]+ sec \(elapsed"), " N sec (elapsed"),  # fping -s
-    (_DECIMAL, "N"),                                   # every other RTT figure
-]
-
-
-def mask(text: str) -> str:
-    """The output with only the measured times replaced by N."""
-    for pattern, replacement in _MASKS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 @pytest.fixture
@@ -83,7 +69,7 @@ Result = tuple[int, str, str]
 
 
 def both(user: priv.User, ns: priv.Netns, env: dict[str, str], tool: str,
-         argv: list[str], stdin: str | None = None) -> tuple[Result, Result]:
+         argv: list[str], *, stdin: str | None = None) -> tuple[Result, Result]:
     """(the real tool's, gprocket's) exit code, stdout and stderr for the same argv."""
     real = priv.run_argv(user, [tool, *argv], netns=ns, input=stdin, timeout=120)
     mode = ["--many"] if tool == "fping" else []

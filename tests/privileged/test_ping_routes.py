@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from support import privileged as priv
+from support.ping_output import mask
 
 pytestmark = pytest.mark.privileged
 
@@ -111,8 +112,27 @@ def test_router_errors_reported_like_iputils(unpriv_user: priv.User, lab: Lab,
         assert _from_lines(proc.stdout) == [expected], proc.stdout
         assert re.search(r"1 packets transmitted, 0 received, \+1 errors, 100% packet loss",
                          proc.stdout), proc.stdout
-        witness = lab.client.exec(["ping", "-c", "1", "-W", "1", *args], check=False)
+        # The real ping, as the same user: every line the same but the times.
+        witness = priv.run_argv(unpriv_user, ["ping", "-c", "1", "-W", "1", *args],
+                                netns=lab.client)
         assert _from_lines(witness.stdout) == [expected], witness.stdout
+        assert (proc.returncode, mask(proc.stdout), mask(proc.stderr)) == \
+            (witness.returncode, mask(witness.stdout), mask(witness.stderr))
+
+
+@pytest.mark.parametrize("group_range", ["1 0", OPEN_RANGE], ids=["raw", "datagram"])
+def test_router_errors_in_many_like_fping(unpriv_user: priv.User, lab: Lab,
+                                          helper_env: dict[str, str],
+                                          group_range: str) -> None:
+    lab.client.sysctl("net.ipv4.ping_group_range", group_range)
+    for argv in (["-t", "300", "-r", "0", "198.51.100.7", "10.99.0.1"],
+                 ["-c", "2", "-p", "300", "-t", "300", "203.0.113.7", "10.99.0.1"]):
+        proc = priv.run_argv(unpriv_user, [priv.VENV_PYTHON, "-m", "gprocket.cli", "ping",
+                                           "--many", *argv], netns=lab.client, env=helper_env)
+        witness = priv.run_argv(unpriv_user, ["fping", *argv], netns=lab.client)
+        assert (proc.returncode, mask(proc.stdout), mask(proc.stderr)) == \
+            (witness.returncode, mask(witness.stdout), mask(witness.stderr)), \
+            f"--- fping\n{witness.stdout}{witness.stderr}--- gprocket\n{proc.stdout}{proc.stderr}"
 
 
 def test_library_reports_error_type_code_and_router(unpriv_user: priv.User, lab: Lab,

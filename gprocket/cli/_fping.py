@@ -352,9 +352,8 @@ def _resolve(names: list[str], args: _Args, totals: _Totals) -> list[_Host]:
 class _Pinger:
     """Rounds of one request per target; sockets are reused once a round is over."""
 
-    def __init__(self, args: _Args, totals: _Totals) -> None:
+    def __init__(self, args: _Args) -> None:
         self.args = args
-        self.totals = totals
         self.free: dict[int, list[IcmpSocket]] = {}
         self.opened: list[IcmpSocket] = []
         self.source, self.interface = source_or_interface(args.interface)
@@ -495,9 +494,11 @@ def _run(args: _Args, out: TextIO) -> int:
                 print(f"{host.name}: error while sending ping: {os.strerror(code or 0)}",
                       file=sys.stderr)
             return
-        totals.other_icmp += 1
         words = _icmp_words(kind, code or 0)
-        if words is not None and not args.quiet:
+        if words is None:
+            return  # a type fping's table lacks: neither said nor counted
+        totals.other_icmp += 1
+        if not args.quiet:
             print(f"{words} from {reporter} for ICMP Echo sent to {host.name}",
                   file=sys.stderr)
 
@@ -538,7 +539,7 @@ def _run(args: _Args, out: TextIO) -> int:
         finally:
             gevent.killall(timers)
 
-    pinger = _Pinger(args, totals)
+    pinger = _Pinger(args)
 
     def sweep() -> None:
         base = time.monotonic()

@@ -26,6 +26,7 @@ from typing import TextIO, cast
 import gevent
 
 from gprocket import icmp
+from gprocket._errors import GprocketError
 from gprocket._icmp_fast import _MAX_PROBES, _engine
 from gprocket._icmp_plan import _Job, _job, _prepare
 from gprocket._icmp_resolve import _host_key
@@ -273,6 +274,7 @@ class _Stats:
     started: int = 0  # monotonic nanoseconds
     last_send: int | None = None
     sends: int = 0
+    replies: int = 0  # distinct ones, timed or not
     stop: Callable[[], None] | None = None  # ends the run early, as SIGINT does
     exit_timer: gevent.Greenlet[[], None] | None = None
 
@@ -316,6 +318,7 @@ def _run(args: _Args, out: TextIO) -> int:
 
     def on_reply(_name: str, reply: icmp.Reply, duplicate: bool) -> None:
         micros = int(reply.rtt * 1000)
+        stats.replies += not duplicate
         if timing:
             stats.times.append(micros)
         if args.quiet:
@@ -342,10 +345,10 @@ def _run(args: _Args, out: TextIO) -> int:
     def on_send(_name: str) -> None:
         stats.last_send = time.monotonic_ns()
         stats.sends += 1
-        if stats.sends == args.count and stats.times and stats.stop is not None:
+        if stats.sends == args.count and stats.replies and stats.stop is not None:
             # __schedule_exit(): after the last request, with replies seen, iputils
             # waits two longest RTTs (at least an interval), not -W, for the rest.
-            wait = max(2 * max(stats.times), 1000 * args.interval_ms) / 1e6
+            wait = max(2 * max(stats.times, default=0), 1000 * args.interval_ms) / 1e6
             stats.exit_timer = gevent.spawn_later(wait, stats.stop)
 
     count = args.count or _MAX_PROBES  # no -c: until interrupted
@@ -356,7 +359,7 @@ def _run(args: _Args, out: TextIO) -> int:
                    cast(SocketKind, args.socket_kind), None, None, on_reply, on_error,
                    on_send=on_send)
         result = _until_interrupted(address, job, stats)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, GprocketError) as err:  # e.g. no rung could give a socket
         raise _fail(2, str(err)) from None
     print(f"\n--- {args.host} ping statistics ---", file=out)
     line = f"{result.sent} packets transmitted, {result.received} received"

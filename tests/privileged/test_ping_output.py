@@ -14,6 +14,7 @@ raw socket from the installed helper (closed), on both engines.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import signal
@@ -38,6 +39,7 @@ def out_ns() -> Iterator[priv.Netns]:
         # `ip netns exec` bind-mounts /etc/netns/NAME/hosts over /etc/hosts for
         # this namespace only: an IPv6 name ("six") and a fixed "localhost".
         etc = Path("/etc/netns") / ns.name
+        made_parent = not etc.parent.exists()
         etc.mkdir(parents=True)
         try:
             (etc / "hosts").write_text(HOSTS)
@@ -54,6 +56,9 @@ def out_ns() -> Iterator[priv.Netns]:
             yield ns
         finally:
             shutil.rmtree(etc, ignore_errors=True)
+            if made_parent:
+                with contextlib.suppress(OSError):  # another namespace's file is there
+                    etc.parent.rmdir()
 
 
 @pytest.fixture(params=[("datagram", "c"), ("raw", "c"), ("raw", "python")],

@@ -452,3 +452,29 @@ def test_other_user_without_the_helper_group_gets_a_clear_error(
     assert "broker:" in err
     assert "fix:" in err
     assert "sysctl -w net.ipv4.ping_group_range=" in err
+
+
+ON_SEND = """
+import json, socket
+from gprocket._icmp_fast import _engine
+from gprocket._icmp_plan import _job, _prepare
+sends, replies = [], []
+job = _job(3, 0.05, 0.5, 56, None, None, None, None, "auto", None, None,
+           lambda name, reply, dup: replies.append((name, reply.seq)), None,
+           on_send=sends.append)
+for plan, isock in _prepare(["127.0.0.1", "::1", "192.0.2.1"], job):
+    try:
+        _engine(isock, job.options, None, plan.states).run(plan.states)
+    finally:
+        isock.close()
+print(json.dumps({"sends": sorted(sends), "replies": len(replies)}))
+"""
+
+
+def test_engines_report_every_request_sent(unpriv_user: priv.User, gpi_ns: priv.Netns,
+                                           helper_env: dict[str, str]) -> None:
+    # iputils' "time" ends at the last request: the CLI learns of each from on_send,
+    # answered, unanswered or refused by the routing table (192.0.2.1: no route).
+    result = priv.run_json(unpriv_user, ON_SEND, netns=gpi_ns, env=helper_env)
+    assert result["sends"] == ["127.0.0.1"] * 3 + ["192.0.2.1"] * 3 + ["::1"] * 3
+    assert result["replies"] == 6

@@ -116,8 +116,9 @@ def _parse(argv: Sequence[str]) -> _Args:
     options, rest = parse(argv, SHORT, LONG, prog="ping", after=USAGE, code=2)
     args = _Args()
     for option, value in options:
-        if option == "--help":
-            print(USAGE.lstrip("\n"), end="")
+        if option == "--help":  # gprocket's own: -h is iputils' (stderr, exit 2)
+            synopsis = USAGE.split("\n  ", 1)[1]
+            print("usage: " + synopsis.replace("\n  gprocket", "\n       gprocket"), end="")
             raise Exit(0)
         if option == "-h":
             print(USAGE, end="", file=sys.stderr)

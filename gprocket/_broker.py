@@ -46,7 +46,7 @@ from ._spawn import Child, spawn
 from ._spec import Request
 from ._wire import Reply, encode_request
 
-__all__ = ["Broker", "get_broker", "shutdown_all"]
+__all__ = ["Broker", "broker_argv", "get_broker", "shutdown_all"]
 
 # How long a reader polls the channel before it parks in the hub. A reply
 # usually comes within ~10 µs, sooner than the hub's wait and the wake-up of a
@@ -57,6 +57,15 @@ SPIN_SECONDS = 50e-6
 _BROKERS: weakref.WeakSet[Broker] = weakref.WeakSet()
 _REGISTRY: dict[tuple[str, int], Broker] = {}
 _REGISTRY_LOCK = threading.Lock()
+
+
+def broker_argv(path: str) -> list[str]:
+    """The argument vector that starts a broker for the helper at ``path``.
+
+    The one place both fronts (this gevent client and gprocket.aio) build
+    it; the broker gets an empty environment (the helper ignores it anyway).
+    """
+    return [path, "--broker"]
 
 
 class _Unsent(Exception):
@@ -339,7 +348,7 @@ class Broker:
             if session is None or session.dead is not None:
                 check_runnable(self.path)
                 try:
-                    child = spawn([self.path, "--broker"])
+                    child = spawn(broker_argv(self.path))
                 except OSError as err:
                     raise HelperError(
                         f"cannot start the broker {self.path}: {err.strerror}"

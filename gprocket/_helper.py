@@ -29,6 +29,7 @@ __all__ = [
     "check_runnable",
     "locate",
     "one_shot",
+    "one_shot_command",
     "raise_for_reply",
     "sudo_path",
 ]
@@ -149,6 +150,20 @@ def _no_reply(child: Child, timeout: float) -> HelperError:
     )
 
 
+def one_shot_command(
+    path: str, request: Request, *, sudo: bool = False
+) -> tuple[list[str], dict[str, str] | None]:
+    """The argument vector and environment of a one-shot helper for ``request``.
+
+    The one place both fronts (gevent here, gprocket.aio) build them. Raises
+    RungUnavailable when ``sudo`` is asked for and not installed.
+    """
+    del request  # what a helper serves is in the request it reads, not its argv
+    if sudo:
+        return [sudo_path(), "-n", path], _SUDO_ENV
+    return [path], None
+
+
 def one_shot(
     path: str, request: Request, *, sudo: bool = False, timeout: float = DEFAULT_TIMEOUT
 ) -> int:
@@ -159,9 +174,9 @@ def one_shot(
     (the helper misbehaved or timed out) or RungRefused (sudo said no); no
     process or descriptor is left behind on any path.
     """
-    argv = [sudo_path(), "-n", path] if sudo else [path]
+    argv, env = one_shot_command(path, request, sudo=sudo)
     try:
-        child = spawn(argv, _SUDO_ENV if sudo else None)
+        child = spawn(argv, env)
     except OSError as err:
         raise RungUnavailable(f"cannot start {argv[0]}: {err.strerror}", INSTALL_FIX) from err
     fd: int | None = None

@@ -52,6 +52,7 @@ __all__ = [
     "PlainStrategy",
     "Strategy",
     "SudoStrategy",
+    "Tally",
     "resolve",
     "run",
 ]
@@ -123,6 +124,9 @@ class PlainStrategy:
     """
 
     name = "plain"
+    # Runs the namespaced open on a fresh native thread; gprocket.aio swaps
+    # in its own, which does not need a gevent hub.
+    in_namespace = staticmethod(in_namespace)
 
     def acquire(self, request: Request) -> int:
         """Open in this process with the privilege it already has in force."""
@@ -140,7 +144,7 @@ class PlainStrategy:
                     f"entering namespace {request.namespace!r} needs CAP_SYS_ADMIN"
                 )
             try:
-                return in_namespace(request.namespace, lambda: open_request(request))
+                return self.in_namespace(request.namespace, lambda: open_request(request))
             except OSError as err:
                 if err.errno in PERMISSION_ERRNOS:
                     raise _refused(err) from err
@@ -346,6 +350,39 @@ def _best_fix(fixes: list[tuple[int, str]]) -> str:
     return min(fixes, key=lambda item: item[0])[1] if fixes else INSTALL_FIX
 
 
+class Tally:
+    """What a walk of the ladder learnt: each failed attempt and the fixes named.
+
+    Shared by this (gevent) walk and gprocket.aio's, so both explain a
+    failure the same way.
+    """
+
+    def __init__(self) -> None:
+        self.attempts: list[Attempt] = []
+        self.fixes: list[tuple[int, str]] = []
+
+    def failed(self, rung: str, err: BaseException) -> bool:
+        """Record ``err`` from rung ``rung``; False when it must stop the walk instead."""
+        if isinstance(err, (RungUnavailable, RungRefused)):
+            code = err.errno if isinstance(err, RungRefused) else None
+            self.attempts.append(Attempt(rung, err.reason, code))
+            if err.fix:
+                self.fixes.append((_priority(rung, err.fix), err.fix))
+        elif isinstance(err, PolicyDenied):
+            reason = err.detail if err.detail.startswith("policy") else f"policy: {err.detail}"
+            self.attempts.append(Attempt(rung, reason, err.errno))
+            self.fixes.append((0, POLICY_FIX))
+        elif isinstance(err, OSError) and err.errno in PERMISSION_ERRNOS:
+            self.attempts.append(Attempt(rung, str(err.strerror), err.errno))
+        else:
+            return False
+        return True
+
+    def error(self, request: Request) -> PrivilegeError:
+        """The PrivilegeError listing every attempt, with the most specific fix."""
+        return PrivilegeError(request.describe(), tuple(self.attempts), _best_fix(self.fixes))
+
+
 def run(
     request: Request,
     strategies: str | Sequence[StrategySpec] | None = None,
@@ -357,24 +394,13 @@ def run(
     could serve, OSError for a kernel error no rung would change, and
     HelperError when the helper misbehaved.
     """
-    attempts: list[Attempt] = []
-    fixes: list[tuple[int, str]] = []
+    tally = Tally()
     for strategy in resolve(strategies, helper):
         try:
             fd = strategy.acquire(request)
-        except (RungUnavailable, RungRefused) as err:
-            code = err.errno if isinstance(err, RungRefused) else None
-            attempts.append(Attempt(strategy.name, err.reason, code))
-            if err.fix:
-                fixes.append((_priority(strategy.name, err.fix), err.fix))
-        except PolicyDenied as err:
-            reason = err.detail if err.detail.startswith("policy") else f"policy: {err.detail}"
-            attempts.append(Attempt(strategy.name, reason, err.errno))
-            fixes.append((0, POLICY_FIX))
-        except OSError as err:
-            if err.errno not in PERMISSION_ERRNOS:
+        except (RungUnavailable, RungRefused, PolicyDenied, OSError) as err:
+            if not tally.failed(strategy.name, err):
                 raise
-            attempts.append(Attempt(strategy.name, str(err.strerror), err.errno))
         else:
-            return fd, strategy.name, tuple(attempts)
-    raise PrivilegeError(request.describe(), tuple(attempts), _best_fix(fixes))
+            return fd, strategy.name, tuple(tally.attempts)
+    raise tally.error(request)

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from ._api import HelperPath, Strategies, acquire
+from ._api import Acquired, HelperPath, Strategies, acquire
 from ._errors import GprocketError
 from ._fdio import FdIO
 from ._spec import DEVICE_ALLOWLIST, DeviceRequest, TunRequest
@@ -301,10 +301,14 @@ def open(
         name=name, mode=mode, packet_info=packet_info, multiqueue=multiqueue, persist=persist,
         up=up, mtu=0 if mtu is None else mtu, addr4=address, addr6=address6, namespace=namespace,
     )
-    acquired = acquire(request, strategies=strategies, helper=helper)
+    return device_for(request, acquire(request, strategies=strategies, helper=helper))
+
+
+def device_for(request: TunRequest, acquired: Acquired) -> TunTapDevice:
+    """The device object for ``acquired``, checked against ``request`` (closed on failure)."""
     try:
-        device = TunTapDevice(acquired.fd, packet_info=packet_info, rung=acquired.rung,
-                              namespace=namespace, mtu=mtu)
+        device = TunTapDevice(acquired.fd, packet_info=request.packet_info, rung=acquired.rung,
+                              namespace=request.namespace, mtu=request.mtu or None)
         _check_matches(device, request)
     except BaseException:
         os.close(acquired.fd)

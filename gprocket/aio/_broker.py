@@ -1,0 +1,273 @@
+"""The persistent helper for asyncio: one broker per event loop per helper path.
+
+The same broker process as the gevent front's (``gprocket._broker``: its
+argument vector comes from ``broker_argv``, requests are encoded by
+``_wire``, replies judged by ``_fdpass`` and checked by ``verify``), driven
+by the event loop instead of a hub. Requests are pipelined by id. A reader
+callback (``loop.add_reader`` on the channel) stays registered while the
+session lives: it reads every queued reply and completes the future of its
+request; a reply whose requester was cancelled finds no future and its
+descriptor is closed at once, so a cancelled acquisition never leaks (a
+bound port is not held by a queued reply). The reader also notices the
+broker's exit (end of file), which fails every request in flight; the next
+request starts a new broker, and a request the dead broker never read is
+sent to the new one. A broker that does not answer within ``timeout`` is
+killed and its requests fail with HelperError.
+
+A broker belongs to the event loop (and so the thread) that started it:
+its channel is watched by that loop, and the helper's PR_SET_PDEATHSIG
+fires when the starting thread exits. ``close()`` (or ``aclose_all()``)
+stops it; brokers of loops that were closed are stopped when the next
+broker starts, and every broker at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import itertools
+import os
+
+from .._broker import broker_argv
+from .._errors import HelperError
+from .._fdpass import verify
+from .._helper import DEFAULT_TIMEOUT, check_runnable, raise_for_reply
+from .._spec import Request
+from .._wire import Reply, encode_request
+from ._channel import receive_now, send_message
+from ._spawn import AsyncChild, spawn
+
+__all__ = ["AsyncBroker", "aclose_all", "get_broker", "shutdown_all"]
+
+_Result = tuple[Reply, int | None]
+_REGISTRY: dict[tuple[asyncio.AbstractEventLoop, str], AsyncBroker] = {}
+
+
+class _Unsent(Exception):
+    """The request never reached the broker: its peer end was already closed."""
+
+
+class _Session:
+    """One running broker process and the requests in flight on it."""
+
+    def __init__(self, child: AsyncChild, loop: asyncio.AbstractEventLoop) -> None:
+        self.child = child
+        self.loop = loop
+        self.pending: dict[int, asyncio.Future[_Result]] = {}
+        self.ids = itertools.count(1)
+        self.dead: str | None = None
+        self.fd = child.channel.fileno()
+        self.reaper: asyncio.Task[None] | None = None
+        loop.add_reader(self.fd, self._readable)
+
+    def next_id(self) -> int:
+        return next(self.ids) & 0xFFFFFFFF or next(self.ids)
+
+    def _readable(self) -> None:
+        """The reader callback: hand every queued reply to its request's future."""
+        while self.dead is None:
+            try:
+                got = receive_now(self.child.channel)
+            except BlockingIOError:
+                return
+            except (OSError, HelperError) as err:
+                self.fail(f"the broker channel failed: {err}")
+                return
+            if got is None:
+                self.fail("the broker closed the channel")
+                return
+            future = self.pending.pop(got[0].id, None)
+            if future is None or future.done():
+                # Its requester was cancelled: nobody will take the descriptor.
+                if got[1] is not None:
+                    os.close(got[1])
+                continue
+            future.set_result(got)
+
+    async def call(self, message: bytes, rid: int, timeout: float) -> _Result:
+        """Send ``message`` (id ``rid``) and wait for its reply.
+
+        Raises _Unsent when the broker was gone before the message could
+        reach it, HelperError when it died, failed or did not answer in time.
+        """
+        future: asyncio.Future[_Result] = self.loop.create_future()
+        self.pending[rid] = future
+        try:
+            try:
+                await send_message(self.child.channel, message)
+            except BrokenPipeError as err:
+                # EPIPE: the peer end was closed, so nothing was delivered.
+                self.fail("the broker exited")
+                raise _Unsent(str(err)) from err
+            except OSError as err:
+                self.fail(f"cannot send to the broker: {err}")
+                raise HelperError(f"cannot send to the broker: {err}") from err
+            try:
+                async with asyncio.timeout(timeout):
+                    return await future
+            except TimeoutError:
+                # Replies come strictly in order: one late reply stalls them all.
+                self.fail(f"the broker did not answer within {timeout} s", kill=True)
+                raise HelperError(f"the broker did not answer within {timeout} s") from None
+        except BaseException:
+            # Cancelled (or failed) after its reply came: nobody else will close it.
+            if future.done() and not future.cancelled() and future.exception() is None:
+                fd = future.result()[1]
+                if fd is not None:
+                    os.close(fd)
+            elif not future.done():
+                # Its reply may still come: the reader closes it (no future then).
+                future.cancel()
+            raise
+        finally:
+            self.pending.pop(rid, None)
+
+    def fail(self, reason: str, *, kill: bool = False) -> None:
+        """Mark dead, fail every request in flight, stop and reap the process."""
+        futures, self.pending = self.pending, {}
+        for future in futures.values():
+            if not future.done():
+                future.set_exception(HelperError(
+                    f"the broker died with this request in flight: {self.dead or reason}"))
+        if self.dead is not None:
+            return
+        self.dead = reason
+        self.loop.remove_reader(self.fd)
+        self.child.close_channel()
+        said = self.child.stderr_text()
+        if said:
+            self.dead = f"{reason}: {said}"
+        if kill:
+            self.child.close()
+        else:
+            self.reaper = self.loop.create_task(self._reap())
+
+    async def _reap(self) -> None:
+        # At channel EOF the broker leaves by itself; a second is plenty.
+        with contextlib.suppress(TimeoutError):
+            await self.child.wait(1.0)
+        self.child.close()
+
+    def shutdown_blocking(self, timeout: float) -> None:
+        """Without the loop (interpreter exit, a closed loop): stop the process."""
+        if self.dead is None:
+            self.dead = "shut down"
+            if not self.loop.is_closed():
+                self.loop.remove_reader(self.fd)
+        self.child.shutdown_blocking(timeout)
+
+
+class AsyncBroker:
+    """A lazily started broker for the helper at ``path``, used from one event loop."""
+
+    def __init__(self, path: str, loop: asyncio.AbstractEventLoop,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.path = path
+        self.loop = loop
+        self.timeout = timeout
+        self._session: _Session | None = None
+        self._owner = os.getpid()
+        self.starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        """The running broker's pid, or None when none runs."""
+        session = self._session
+        if session is None or session.dead is not None or self._owner != os.getpid():
+            return None
+        return session.child.pid
+
+    def _live_session(self) -> _Session:
+        if self._owner != os.getpid():
+            # A forked child never touches its parent's broker.
+            self._session, self._owner = None, os.getpid()
+        session = self._session
+        if session is None or session.dead is not None:
+            # Never awaits between the check and the start: one start per need.
+            check_runnable(self.path)
+            try:
+                child = spawn(broker_argv(self.path))
+            except OSError as err:
+                raise HelperError(
+                    f"cannot start the broker {self.path}: {err.strerror}") from err
+            session = self._session = _Session(child, self.loop)
+            self.starts += 1
+        return session
+
+    async def request(self, request: Request) -> int:
+        """A checked descriptor for ``request`` from the broker.
+
+        Raises PolicyDenied, OSError (kernel refusal with its errno),
+        RungUnavailable (helper cannot run here) or HelperError (the broker
+        died, broke the protocol, or did not answer within ``timeout``).
+        Cancelled, it leaves nothing behind: the reply's descriptor, when it
+        comes, is closed.
+        """
+        session = self._live_session()
+        rid = session.next_id()
+        try:
+            reply, fd = await session.call(encode_request(request, rid), rid, self.timeout)
+        except _Unsent as err:
+            # The broker died while idle: a new one may serve the request.
+            session = self._live_session()
+            rid = session.next_id()
+            try:
+                reply, fd = await session.call(encode_request(request, rid), rid,
+                                               self.timeout)
+            except _Unsent as again:
+                raise HelperError(
+                    f"the broker {self.path} exited before it could read a request: {again}"
+                ) from err
+        if fd is not None and not reply.ok:
+            os.close(fd)
+        raise_for_reply(reply, request)
+        return verify(fd, request, reply)
+
+    async def aclose(self) -> None:
+        """Stop the broker and reap it; the next request starts a new one."""
+        session, self._session = self._session, None
+        if session is None or self._owner != os.getpid():
+            return
+        session.fail("closed")
+        if session.reaper is not None:
+            await session.reaper
+
+
+def _sweep() -> None:
+    """Stop the brokers of event loops that were closed (nobody can use them)."""
+    for key in [key for key in _REGISTRY if key[0].is_closed()]:
+        broker = _REGISTRY.pop(key)
+        session, broker._session = broker._session, None
+        if session is not None and broker._owner == os.getpid():
+            session.shutdown_blocking(1.0)
+
+
+def get_broker(path: str) -> AsyncBroker:
+    """The running event loop's broker for the helper at ``path``, made on first use."""
+    loop = asyncio.get_running_loop()
+    key = (loop, path)
+    broker = _REGISTRY.get(key)
+    if broker is None:
+        _sweep()
+        broker = _REGISTRY[key] = AsyncBroker(path, loop)
+    return broker
+
+
+async def aclose_all() -> None:
+    """Stop every broker of the running event loop (each is restarted on demand)."""
+    loop = asyncio.get_running_loop()
+    for key in [key for key in _REGISTRY if key[0] is loop]:
+        await _REGISTRY.pop(key).aclose()
+
+
+def shutdown_all(timeout: float = 1.0) -> None:
+    """Stop every broker of this process (called at interpreter exit)."""
+    for broker in list(_REGISTRY.values()):
+        session, broker._session = broker._session, None
+        if session is not None and broker._owner == os.getpid():
+            session.shutdown_blocking(timeout)
+    _REGISTRY.clear()
+
+
+atexit.register(shutdown_all)

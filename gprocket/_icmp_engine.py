@@ -10,7 +10,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 import gevent
 from gevent.hub import get_hub
@@ -56,7 +56,7 @@ _MIN_WINDOW = 16
 _SEND_RETRY = 0.01  # longest wait for send-buffer room before trying again
 
 
-def _drive(steps: Iterator[_Wait], fd: int) -> None:
+def _drive(steps: Generator[_Wait, None, None], fd: int) -> None:
     """Run an engine's steps() on the gevent hub: its only waits."""
     hub = get_hub()
     watcher = hub.loop.io(fd, 1)
@@ -120,7 +120,7 @@ class _Engine:
         """Ping every target; returns when each has all its answers or timeouts."""
         _drive(self.steps(targets), self.sock.fileno())
 
-    def steps(self, targets: Sequence[_State]) -> Iterator[_Wait]:
+    def steps(self, targets: Sequence[_State]) -> Generator[_Wait, None, None]:
         """The engine without its waits: yields what it waits for next (see _Wait)."""
         opts = self.options
         # Every target is due at once for its first request, in order; after

@@ -8,7 +8,7 @@ import operator
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from gprocket import _icmp_wire as wire
@@ -104,7 +104,7 @@ class _FastEngine:
         """Ping every target; returns when each has all its answers or timeouts."""
         _drive(self.steps(targets), self.isock.sock.fileno())
 
-    def steps(self, targets: Sequence[_State]) -> Iterator[_Wait]:
+    def steps(self, targets: Sequence[_State]) -> Generator[_Wait, None, None]:
         """The engine without its waits: yields what it waits for next (see _Wait)."""
         if not targets:
             return

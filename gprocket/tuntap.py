@@ -113,6 +113,9 @@ class TunTapDevice:
     idempotent; a non-persistent device disappears with its last queue.
     """
 
+    # The descriptor's I/O; gprocket.aio's device swaps in one without a gevent hub.
+    _io_type: type[FdIO] = FdIO
+
     def __init__(self, fd: int, *, packet_info: bool, rung: str = "unknown",
                  namespace: str | None = None, mtu: int | None = None, own: bool = True) -> None:
         """Wrap *fd*, after checking it is an attached TUN/TAP descriptor.
@@ -142,7 +145,7 @@ class TunTapDevice:
         self.mtu: int = mtu if mtu is not None else _query_mtu(name, namespace)
         overhead = _TAP_OVERHEAD if self.mode == "tap" else 0
         self.bufsize: int = self.mtu + overhead + (_PI.size if self.packet_info else 0)
-        self._io = FdIO(fd, own=own)
+        self._io = self._io_type(fd, own=own)
 
     @property
     def closed(self) -> bool:
@@ -304,11 +307,14 @@ def open(
     return device_for(request, acquire(request, strategies=strategies, helper=helper))
 
 
-def device_for(request: TunRequest, acquired: Acquired) -> TunTapDevice:
-    """The device object for ``acquired``, checked against ``request`` (closed on failure)."""
+def device_for(request: TunRequest, acquired: Acquired,
+               kind: type[TunTapDevice] | None = None) -> TunTapDevice:
+    """The device object (a ``kind``) for ``acquired``, checked against ``request``;
+    the descriptor is closed when that fails."""
     try:
-        device = TunTapDevice(acquired.fd, packet_info=request.packet_info, rung=acquired.rung,
-                              namespace=request.namespace, mtu=request.mtu or None)
+        device = (kind or TunTapDevice)(
+            acquired.fd, packet_info=request.packet_info, rung=acquired.rung,
+            namespace=request.namespace, mtu=request.mtu or None)
         _check_matches(device, request)
     except BaseException:
         os.close(acquired.fd)

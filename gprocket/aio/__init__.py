@@ -13,11 +13,25 @@ from __future__ import annotations
 
 from ._api import Socket, acquire, open, open_fd
 from ._broker import aclose_all
+from ._icmp import MultipingIter, multiping, multiping_iter, ping, traceroute
+from ._ring import AsyncRing, blocks, next_block, ring
+from ._tun import AsyncTunTap, open_tun
 
 __all__ = [
+    "AsyncRing",
+    "AsyncTunTap",
+    "MultipingIter",
     "Socket",
     "aclose_all",
     "acquire",
+    "blocks",
+    "multiping",
+    "multiping_iter",
+    "next_block",
     "open",
     "open_fd",
+    "open_tun",
+    "ping",
+    "ring",
+    "traceroute",
 ]

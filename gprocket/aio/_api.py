@@ -53,7 +53,7 @@ async def acquire(request: Request, *, strategies: Strategies = None,
     return Acquired(fd, rung, attempts)
 
 
-async def _acquire_socket(
+async def _acquire_socket(  # noqa: PLR0917
     port: int, protocol: str | int | None, type: str | int | None,
     family: str | int | None, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address | None,
     scope_id: int, interface: str | None, backlog: int | None, namespace: str | None,

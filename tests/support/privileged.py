@@ -340,3 +340,20 @@ def children_of(pid: int) -> list[int]:
         return [int(x) for x in path.read_text().split()]
     except FileNotFoundError:
         return []
+
+
+def slow_wrapper(helper: Path, seconds: float) -> Path:
+    """A helper that sleeps ``seconds`` before it execs the installed ``helper``.
+
+    A script beside the helper (root-owned, in its root-only prefix), marked
+    with file capabilities so that the library's check lets it run: the
+    kernel ignores a script's capabilities, the helper it execs has its own.
+    Removed with the helper's prefix.
+    """
+    wrapper = helper.parent / "slow-helper"
+    wrapper.write_text(f"#!/bin/sh\nsleep {seconds}\nexec {helper} \"$@\"\n")
+    info = helper.stat()
+    os.chown(wrapper, 0, info.st_gid)
+    os.chmod(wrapper, 0o750)
+    subprocess.run(["setcap", "cap_net_raw+p", str(wrapper)], check=True)
+    return wrapper

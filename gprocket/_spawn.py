@@ -69,9 +69,13 @@ class Child:
             # which happens at channel EOF; never block the hub on it.
             if not self.reaping:
                 self.reaping = True
-                gevent.spawn(self._reap_later)
+                self._reap_in_background()
             return
         self._reap()
+
+    def _reap_in_background(self) -> None:
+        """Reap a child we may not signal once it leaves (gprocket.aio: a task)."""
+        gevent.spawn(self._reap_later)
 
     def _reap_later(self) -> None:
         if self.pidfd < 0:

@@ -134,7 +134,7 @@ class _Session:
             return
         self.dead = reason
         self.loop.remove_reader(self.fd)
-        self.child.close_channel()
+        self.child.channel.close()
         said = self.child.stderr_text()
         if said:
             self.dead = f"{reason}: {said}"
@@ -146,7 +146,7 @@ class _Session:
     async def _reap(self) -> None:
         # At channel EOF the broker leaves by itself; a second is plenty.
         with contextlib.suppress(TimeoutError):
-            await self.child.wait(1.0)
+            await self.child.exited(1.0)
         self.child.close()
 
     def shutdown_blocking(self, timeout: float) -> None:
@@ -155,6 +155,7 @@ class _Session:
             self.dead = "shut down"
             if not self.loop.is_closed():
                 self.loop.remove_reader(self.fd)
+        self.child.channel.close()
         self.child.shutdown_blocking(timeout)
 
 

@@ -27,7 +27,7 @@ __all__ = ["one_shot"]
 
 async def _no_reply(child: AsyncChild, timeout: float) -> HelperError:
     try:
-        status = await child.wait(timeout)
+        status = await child.exited(timeout)
     except TimeoutError:
         status = None
     said = child.stderr_text()
@@ -71,13 +71,13 @@ async def one_shot(path: str, request: Request, *, sudo: bool = False,
         if reply.id != 1:
             raise HelperError(f"the helper answered request id {reply.id}, expected 1")
         # The helper exits after its one reply: let its exit overlap the checks.
-        child.close_channel()
+        child.channel.close()
         raise_for_reply(reply, request)
         checked = verify(fd, request, reply)
         fd = None
         # The helper holds its copy (a bound port) until it exits: wait for that.
         try:
-            await child.wait(timeout)
+            await child.exited(timeout)
         except BaseException:
             os.close(checked)
             raise

@@ -18,11 +18,13 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-async def readable(fd: int, timeout: float | None = None) -> bool:
-    """Wait until ``fd`` is readable; False when ``timeout`` seconds passed first."""
+async def _ready(fd: int, timeout: float | None, write: bool) -> bool:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(fd, _wake, future)
+    if write:
+        loop.add_writer(fd, _wake, future)
+    else:
+        loop.add_reader(fd, _wake, future)
     try:
         if timeout is None:
             await future
@@ -34,23 +36,17 @@ async def readable(fd: int, timeout: float | None = None) -> bool:
             return False
         return True
     finally:
-        loop.remove_reader(fd)
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+async def readable(fd: int, timeout: float | None = None) -> bool:
+    """Wait until ``fd`` is readable; False when ``timeout`` seconds passed first."""
+    return await _ready(fd, timeout, False)
 
 
 async def writable(fd: int, timeout: float | None = None) -> bool:
     """Wait until ``fd`` is writable; False when ``timeout`` seconds passed first."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[None] = loop.create_future()
-    loop.add_writer(fd, _wake, future)
-    try:
-        if timeout is None:
-            await future
-            return True
-        try:
-            async with asyncio.timeout(timeout):
-                await future
-        except TimeoutError:
-            return False
-        return True
-    finally:
-        loop.remove_writer(fd)
+    return await _ready(fd, timeout, True)

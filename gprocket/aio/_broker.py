@@ -29,13 +29,13 @@ import contextlib
 import itertools
 import os
 
-from .._broker import broker_argv
+from .._broker import SPIN_SECONDS, broker_argv
 from .._errors import HelperError
-from .._fdpass import verify
+from .._fdpass import receive, verify
 from .._helper import DEFAULT_TIMEOUT, check_runnable, raise_for_reply
 from .._spec import Request
 from .._wire import Reply, encode_request
-from ._channel import receive_now, send_message
+from ._channel import send_message
 from ._spawn import AsyncChild, spawn
 
 __all__ = ["AsyncBroker", "aclose_all", "get_broker", "shutdown_all"]
@@ -59,16 +59,22 @@ class _Session:
         self.dead: str | None = None
         self.fd = child.channel.fileno()
         self.reaper: asyncio.Task[None] | None = None
+        # As the gevent client does (docs/ARCHITECTURE.md "Polling before
+        # sleeping"): a lone request polls briefly for its reply before it
+        # parks; never with one CPU, where the broker needs it to answer.
+        self.spin = SPIN_SECONDS if len(os.sched_getaffinity(0)) > 1 else 0.0
         loop.add_reader(self.fd, self._readable)
 
     def next_id(self) -> int:
         return next(self.ids) & 0xFFFFFFFF or next(self.ids)
 
-    def _readable(self) -> None:
-        """The reader callback: hand every queued reply to its request's future."""
+    def _readable(self, spin: float = 0.0) -> None:
+        """The reader callback: hand every queued reply to its request's future
+        (the first read polls up to ``spin`` seconds for one to come)."""
         while self.dead is None:
             try:
-                got = receive_now(self.child.channel)
+                got = receive(self.child.channel, spin)
+                spin = 0.0
             except BlockingIOError:
                 return
             except (OSError, HelperError) as err:
@@ -103,6 +109,8 @@ class _Session:
             except OSError as err:
                 self.fail(f"cannot send to the broker: {err}")
                 raise HelperError(f"cannot send to the broker: {err}") from err
+            if self.spin and len(self.pending) == 1:
+                self._readable(self.spin)
             try:
                 async with asyncio.timeout(timeout):
                     return await future

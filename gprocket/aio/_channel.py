@@ -15,16 +15,7 @@ from .._fdpass import receive
 from .._wire import Reply
 from ._wait import readable, writable
 
-__all__ = ["receive_now", "receive_reply", "send_message"]
-
-
-def receive_now(channel: socket.socket) -> tuple[Reply, int | None] | None:
-    """One reply from the non-blocking ``channel``; None at end of file.
-
-    Raises BlockingIOError when none is queued, HelperError for a malformed
-    one (its descriptors closed).
-    """
-    return receive(channel)
+__all__ = ["receive_reply", "send_message"]
 
 
 async def receive_reply(channel: socket.socket) -> tuple[Reply, int | None] | None:

@@ -5,7 +5,7 @@ imported eagerly; the larger subsystems are submodules imported on first use,
 so ``import gprocket`` stays cheap: ``gprocket.icmp``, ``gprocket.tuntap``,
 ``gprocket.servers``, ``gprocket.monkey``, ``gprocket.lowlevel``,
 ``gprocket.interfaces``, ``gprocket.bpf``, ``gprocket.ring``, ``gprocket.pcap``,
-``gprocket.rawsock``.
+``gprocket.rawsock``, and ``gprocket.aio`` (the same for asyncio programs).
 """
 
 import importlib
@@ -17,7 +17,7 @@ from ._socket import Socket
 from ._spec import DeviceRequest, SocketRequest, TunRequest
 
 _SUBMODULES = frozenset({
-    "bpf", "icmp", "interfaces", "lowlevel", "monkey", "pcap", "rawsock", "ring",
+    "aio", "bpf", "icmp", "interfaces", "lowlevel", "monkey", "pcap", "rawsock", "ring",
     "servers", "tuntap",
 })
 
@@ -33,6 +33,7 @@ __all__ = [
     "SocketRequest",
     "TunRequest",
     "acquire",
+    "aio",
     "bpf",
     "drop_effective",
     "icmp",

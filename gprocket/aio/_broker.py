@@ -14,6 +14,7 @@ request starts a new broker, and a request the dead broker never read is
 sent to the new one. A broker that does not answer within ``timeout`` is
 killed and its requests fail with HelperError.
 
+There is one broker per event loop, helper path and network namespace.
 A broker belongs to the event loop (and so the thread) that started it:
 its channel is watched by that loop, and the helper's PR_SET_PDEATHSIG
 fires when the starting thread exits. ``close()`` (or ``aclose_all()``)
@@ -41,7 +42,7 @@ from ._spawn import AsyncChild, spawn
 __all__ = ["AsyncBroker", "aclose_all", "get_broker", "shutdown_all"]
 
 _Result = tuple[Reply, int | None]
-_REGISTRY: dict[tuple[asyncio.AbstractEventLoop, str], AsyncBroker] = {}
+_REGISTRY: dict[tuple[asyncio.AbstractEventLoop, str, str | None], AsyncBroker] = {}
 
 
 class _Unsent(Exception):
@@ -168,12 +169,14 @@ class _Session:
 
 
 class AsyncBroker:
-    """A lazily started broker for the helper at ``path``, used from one event loop."""
+    """A lazily started broker for the helper at ``path``, used from one event loop,
+    for the requests into one network ``namespace`` (None: the caller's)."""
 
     def __init__(self, path: str, loop: asyncio.AbstractEventLoop,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, namespace: str | None = None) -> None:
         self.path = path
         self.loop = loop
+        self.namespace = namespace
         self.timeout = timeout
         self._session: _Session | None = None
         self._owner = os.getpid()
@@ -252,14 +255,15 @@ def _sweep() -> None:
             session.shutdown_blocking(1.0)
 
 
-def get_broker(path: str) -> AsyncBroker:
-    """The running event loop's broker for the helper at ``path``, made on first use."""
+def get_broker(path: str, namespace: str | None = None) -> AsyncBroker:
+    """The running event loop's broker for the helper at ``path`` serving
+    requests into ``namespace``, made on first use."""
     loop = asyncio.get_running_loop()
-    key = (loop, path)
+    key = (loop, path, namespace)
     broker = _REGISTRY.get(key)
     if broker is None:
         _sweep()
-        broker = _REGISTRY[key] = AsyncBroker(path, loop)
+        broker = _REGISTRY[key] = AsyncBroker(path, loop, namespace=namespace)
     return broker
 
 

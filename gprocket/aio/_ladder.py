@@ -65,7 +65,7 @@ class _Plain(PlainStrategy):
 
 
 async def _broker(helper: HelperPath, request: Request) -> int:
-    return await get_broker(locate(helper)).request(request)
+    return await get_broker(locate(helper), request.namespace).request(request)
 
 
 async def _one_shot(helper: HelperPath, request: Request) -> int:

@@ -154,10 +154,11 @@ while True:
 """
 
 
-def _peer_session(loop: asyncio.AbstractEventLoop, delay: float) -> _broker._Session:
+def _peer_session(loop: asyncio.AbstractEventLoop, delay: float,
+                  timeout: float = 5.0) -> _broker._Session:
     child = spawn([sys.executable, "-c", PEER, str(delay)],
                   {"PYTHONPATH": os.pathsep.join(sys.path)})
-    return _broker._Session(child, loop)
+    return _broker._Session(child, loop, timeout)
 
 
 def test_replies_of_cancelled_requests_are_read_and_closed() -> None:
@@ -170,7 +171,7 @@ def test_replies_of_cancelled_requests_are_read_and_closed() -> None:
 
         async def one() -> int | None:
             rid = session.next_id()
-            _reply, fd = await session.call(encode_request(request, rid), rid, 5.0)
+            _reply, fd = await session.call(encode_request(request, rid), rid)
             return fd
 
         first = await one()
@@ -202,13 +203,13 @@ def test_replies_of_cancelled_requests_are_read_and_closed() -> None:
 def test_a_broker_that_stops_answering_fails_its_requests_in_time() -> None:
     async def main() -> tuple[str, float]:
         loop = asyncio.get_running_loop()
-        session = _peer_session(loop, 30.0)
+        session = _peer_session(loop, 30.0, timeout=0.3)
         request = gprocket.SocketRequest(0, protocol="udp", ip="127.0.0.1")
         from gprocket._wire import encode_request
 
         start = time.monotonic()
         with pytest.raises(HelperError) as err:
-            await session.call(encode_request(request, 1), 1, 0.3)
+            await session.call(encode_request(request, 1), 1)
         return str(err.value), time.monotonic() - start
 
     message, took = run(main())

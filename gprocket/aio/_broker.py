@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import errno
 import itertools
 import os
 
@@ -52,10 +53,15 @@ class _Unsent(Exception):
 class _Session:
     """One running broker process and the requests in flight on it."""
 
-    def __init__(self, child: AsyncChild, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, child: AsyncChild, loop: asyncio.AbstractEventLoop,
+                 timeout: float) -> None:
         self.child = child
         self.loop = loop
+        self.timeout = timeout
+        # id -> its future; the first entry is the oldest request in flight.
         self.pending: dict[int, asyncio.Future[_Result]] = {}
+        self.since: dict[int, float] = {}
+        self.watchdog: asyncio.TimerHandle | None = None
         self.ids = itertools.count(1)
         self.dead: str | None = None
         self.fd = child.channel.fileno()
@@ -84,6 +90,7 @@ class _Session:
             if got is None:
                 self.fail("the broker closed the channel")
                 return
+            self.since.pop(got[0].id, None)
             future = self.pending.pop(got[0].id, None)
             if future is None or future.done():
                 # Its requester was cancelled: nobody will take the descriptor.
@@ -92,17 +99,37 @@ class _Session:
                 continue
             future.set_result(got)
 
-    async def call(self, message: bytes, rid: int, timeout: float) -> _Result:
+    def _watch(self) -> None:
+        """Kill a broker that stops answering: one timer per session, not per request."""
+        self.watchdog = None
+        if self.dead is not None or not self.pending:
+            return
+        oldest = next(iter(self.since.values()), None)
+        if oldest is not None and self.loop.time() - oldest > self.timeout:
+            # Replies come strictly in order: one late reply stalls them all.
+            self.fail(f"the broker did not answer within {self.timeout} s", kill=True)
+            return
+        self.watchdog = self.loop.call_later(min(self.timeout / 4, 1.0), self._watch)
+
+    async def call(self, message: bytes, rid: int) -> _Result:
         """Send ``message`` (id ``rid``) and wait for its reply.
 
         Raises _Unsent when the broker was gone before the message could
-        reach it, HelperError when it died, failed or did not answer in time.
+        reach it, HelperError when it died, failed or did not answer within
+        the session's timeout.
         """
         future: asyncio.Future[_Result] = self.loop.create_future()
         self.pending[rid] = future
+        self.since[rid] = self.loop.time()
         try:
             try:
-                await send_message(self.child.channel, message)
+                try:
+                    # One SEQPACKET message: sent whole at once, or not at all.
+                    sent = self.child.channel.send(message)
+                    if sent != len(message):
+                        raise OSError(errno.EMSGSIZE, "short send on a SEQPACKET channel")
+                except BlockingIOError:
+                    await send_message(self.child.channel, message)
             except BrokenPipeError as err:
                 # EPIPE: the peer end was closed, so nothing was delivered.
                 self.fail("the broker exited")
@@ -112,13 +139,9 @@ class _Session:
                 raise HelperError(f"cannot send to the broker: {err}") from err
             if self.spin and len(self.pending) == 1:
                 self._readable(self.spin)
-            try:
-                async with asyncio.timeout(timeout):
-                    return await future
-            except TimeoutError:
-                # Replies come strictly in order: one late reply stalls them all.
-                self.fail(f"the broker did not answer within {timeout} s", kill=True)
-                raise HelperError(f"the broker did not answer within {timeout} s") from None
+            if not future.done() and self.watchdog is None:
+                self.watchdog = self.loop.call_later(min(self.timeout / 4, 1.0), self._watch)
+            return await future
         except BaseException:
             # Cancelled (or failed) after its reply came: nobody else will close it.
             if future.done() and not future.cancelled() and future.exception() is None:
@@ -131,10 +154,15 @@ class _Session:
             raise
         finally:
             self.pending.pop(rid, None)
+            self.since.pop(rid, None)
 
     def fail(self, reason: str, *, kill: bool = False) -> None:
         """Mark dead, fail every request in flight, stop and reap the process."""
         futures, self.pending = self.pending, {}
+        self.since = {}
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
         for future in futures.values():
             if not future.done():
                 future.set_exception(HelperError(
@@ -203,7 +231,7 @@ class AsyncBroker:
             except OSError as err:
                 raise HelperError(
                     f"cannot start the broker {self.path}: {err.strerror}") from err
-            session = self._session = _Session(child, self.loop)
+            session = self._session = _Session(child, self.loop, self.timeout)
             self.starts += 1
         return session
 
@@ -219,14 +247,13 @@ class AsyncBroker:
         session = self._live_session()
         rid = session.next_id()
         try:
-            reply, fd = await session.call(encode_request(request, rid), rid, self.timeout)
+            reply, fd = await session.call(encode_request(request, rid), rid)
         except _Unsent as err:
             # The broker died while idle: a new one may serve the request.
             session = self._live_session()
             rid = session.next_id()
             try:
-                reply, fd = await session.call(encode_request(request, rid), rid,
-                                               self.timeout)
+                reply, fd = await session.call(encode_request(request, rid), rid)
             except _Unsent as again:
                 raise HelperError(
                     f"the broker {self.path} exited before it could read a request: {again}"

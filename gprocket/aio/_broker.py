@@ -30,6 +30,7 @@ import contextlib
 import errno
 import itertools
 import os
+import threading
 
 from .._broker import SPIN_SECONDS, broker_argv
 from .._errors import HelperError
@@ -44,6 +45,8 @@ __all__ = ["AsyncBroker", "aclose_all", "get_broker", "shutdown_all"]
 
 _Result = tuple[Reply, int | None]
 _REGISTRY: dict[tuple[asyncio.AbstractEventLoop, str, str | None], AsyncBroker] = {}
+# Loops of several threads may look brokers up at once.
+_REGISTRY_LOCK = threading.Lock()
 
 
 class _Unsent(Exception):
@@ -186,6 +189,20 @@ class _Session:
             await self.child.exited(1.0)
         self.child.close()
 
+    def abandon_after_fork(self) -> None:
+        """In a forked child: close our copies, never signal or reap the parent's broker."""
+        self.dead = "inherited across fork"
+        futures, self.pending, self.since = self.pending, {}, {}
+        for future in futures.values():
+            if not future.done():
+                future.set_exception(HelperError(
+                    "the broker belongs to the parent process (forked)"))
+        self.child.channel.close()
+        for owned in (self.child.pidfd, self.child.stderr):
+            if owned >= 0:
+                os.close(owned)
+        self.child.pidfd = self.child.stderr = -1
+
     def shutdown_blocking(self, timeout: float) -> None:
         """Without the loop (interpreter exit, a closed loop): stop the process."""
         if self.dead is None:
@@ -221,7 +238,9 @@ class AsyncBroker:
     def _live_session(self) -> _Session:
         if self._owner != os.getpid():
             # A forked child never touches its parent's broker.
-            self._session, self._owner = None, os.getpid()
+            old, self._session, self._owner = self._session, None, os.getpid()
+            if old is not None:
+                old.abandon_after_fork()
         session = self._session
         if session is None or session.dead is not None:
             # Never awaits between the check and the start: one start per need.
@@ -275,8 +294,9 @@ class AsyncBroker:
 
 def _sweep() -> None:
     """Stop the brokers of event loops that were closed (nobody can use them)."""
-    for key in [key for key in _REGISTRY if key[0].is_closed()]:
-        broker = _REGISTRY.pop(key)
+    with _REGISTRY_LOCK:
+        gone = [_REGISTRY.pop(key) for key in list(_REGISTRY) if key[0].is_closed()]
+    for broker in gone:
         session, broker._session = broker._session, None
         if session is not None and broker._owner == os.getpid():
             session.shutdown_blocking(1.0)
@@ -290,24 +310,29 @@ def get_broker(path: str, namespace: str | None = None) -> AsyncBroker:
     broker = _REGISTRY.get(key)
     if broker is None:
         _sweep()
-        broker = _REGISTRY[key] = AsyncBroker(path, loop, namespace=namespace)
+        with _REGISTRY_LOCK:
+            broker = _REGISTRY.setdefault(key, AsyncBroker(path, loop, namespace=namespace))
     return broker
 
 
 async def aclose_all() -> None:
     """Stop every broker of the running event loop (each is restarted on demand)."""
     loop = asyncio.get_running_loop()
-    for key in [key for key in _REGISTRY if key[0] is loop]:
-        await _REGISTRY.pop(key).aclose()
+    with _REGISTRY_LOCK:
+        mine = [_REGISTRY.pop(key) for key in list(_REGISTRY) if key[0] is loop]
+    for broker in mine:
+        await broker.aclose()
 
 
 def shutdown_all(timeout: float = 1.0) -> None:
     """Stop every broker of this process (called at interpreter exit)."""
-    for broker in list(_REGISTRY.values()):
+    with _REGISTRY_LOCK:
+        brokers = list(_REGISTRY.values())
+        _REGISTRY.clear()
+    for broker in brokers:
         session, broker._session = broker._session, None
         if session is not None and broker._owner == os.getpid():
             session.shutdown_blocking(timeout)
-    _REGISTRY.clear()
 
 
 atexit.register(shutdown_all)

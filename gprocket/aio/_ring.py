@@ -54,7 +54,9 @@ class AsyncRing:
     ``async for block in ring`` yields each retired block (its frames are
     views into the ring, valid until the next block is asked for);
     ``idle`` seconds without a block end the iteration (None: never).
-    Use as ``async with await ring(...) as r`` or close() it.
+    Use as ``async with await ring(...) as r`` or close() it. As with
+    RxRing.close, closing while frames (views) are still referenced raises
+    BufferError: keep frames inside the loop's body, or copy them.
     """
 
     def __init__(self, sock: Socket, rx: RxRing, idle: float | None) -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import sys
 
-import gprocket.scapy
 from scapy.layers.inet import ICMP, IP
 from scapy.sendrecv import sr
+
+import gprocket.scapy
 
 
 def main(argv: list[str]) -> int:

@@ -22,7 +22,7 @@ import pytest
 from support import privileged as priv
 
 from gprocket import pcap
-from gprocket._packet_lab import VethLab, trafgen_config, veth_lab
+from gprocket._packet_lab import VethLab, listening, trafgen_config, veth_lab
 
 pytestmark = pytest.mark.privileged
 
@@ -116,7 +116,7 @@ def test_plain_scapy_is_refused_for_this_user(lab: VethLab, helper: Path,
                   [priv.VENV_PYTHON, "-c", SCRIPT, json.dumps({"what": "srp1",
                                                                "peer": lab.ip_b,
                                                                "iface": lab.if_a})])
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "PermissionError: [Errno 1] Operation not permitted" in err
 
@@ -183,14 +183,9 @@ def test_sendp_frames_arrive_identical_at_tcpdump(mode: str, lab: VethLab, helpe
                                                   tmp_path: Path) -> None:
     target = tmp_path / "peer.pcap"
     count = 20
-    dump = subprocess.Popen(lab.argv_b(["tcpdump", "-i", lab.if_b, "-U", "-c", str(count),
-                                        "-w", str(target), "ether proto 0x88b5"]),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    dump = listening(lab.argv_b(["tcpdump", "-i", lab.if_b, "-U", "-c", str(count), "-w",
+                                 str(target), "ether proto 0x88b5"]))
     try:
-        assert dump.stderr is not None
-        for line in dump.stderr:
-            if "listening on" in line:
-                break
         result = _run(unpriv_user, lab, helper, mode,
                       {"what": "sendp", "iface": lab.if_a, "dst": lab.mac_b,
                        "src": lab.mac_a, "count": count})

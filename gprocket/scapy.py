@@ -143,9 +143,12 @@ def _ladder_socket(family: str, type_: str, protocol: int) -> socket.socket:
 
 def _link_type(iface: str) -> int:
     """The pcap link type (DLT) of ``iface``, from its ARPHRD type as scapy maps it."""
-    hwtype = getattr(resolve_iface(iface), "type", -1)
-    if hwtype is None or hwtype < 0:
-        # Not (yet) in scapy's interface list, e.g. made after scapy loaded it.
+    try:
+        hwtype = int(getattr(resolve_iface(iface), "type", -1))
+    except ValueError:
+        hwtype = -1  # scapy raises ValueError for a name it does not know
+    if hwtype < 0:
+        # Not in scapy's interface list (it reloads it once, then gives up).
         try:
             hwtype = int(Path(f"/sys/class/net/{iface}/type").read_text())
         except (OSError, ValueError) as err:
@@ -153,7 +156,7 @@ def _link_type(iface: str) -> int:
                 f"Cannot set filter: the link type of interface {iface!r} is unknown "
                 f"({err}); give iface= an existing interface") from err
     linktype: int | None = ARPHRD_TO_DLT.get(hwtype)
-    if linktype is None:
+    if linktype is None or linktype < 0:
         raise Scapy_Exception(
             f"Cannot set filter: interface {iface!r} has link type ARPHRD {hwtype}, "
             "which libpcap cannot compile filters for; use nofilter=1")

@@ -200,6 +200,93 @@ def test_sendp_frames_arrive_identical_at_tcpdump(mode: str, lab: VethLab, helpe
     assert [r.data for r in records] == expected
 
 
+# scapy's socket options through gprocket.scapy, as the unprivileged user in namespace a.
+OPTIONS = r"""
+import json, os, socket, sys
+import gprocket.scapy
+import scapy.supersocket
+from scapy.all import ICMP, IP, Scapy_Exception, conf
+
+p = json.loads(sys.argv[1])
+iface = p["iface"]
+SO_GET_FILTER = 26  # returns as many bytes as the attached program has instructions
+
+def fds():
+    names = os.listdir("/proc/self/fd")  # its own descriptor is gone by the loop
+    return sorted(f"{n} {os.readlink('/proc/self/fd/' + n)}" for n in names
+                  if os.path.exists("/proc/self/fd/" + n))
+
+def filter_len(sock):
+    return len(sock.ins.getsockopt(socket.SOL_SOCKET, SO_GET_FILTER, 1024))
+
+def promiscuous():
+    with open(f"/sys/class/net/{iface}/flags") as f:
+        return bool(int(f.read(), 16) & 0x100)
+
+def compiled(expression):
+    return len(gprocket.scapy.compile_filter(expression, iface))
+
+gprocket.scapy.install()
+out = {}
+conf.L2listen(iface=iface, nofilter=1).close()  # the first ladder call starts gevent's hub
+start = fds()
+try:
+    conf.L2listen(iface=iface, filter="udp and nonsense(")
+except Scapy_Exception as err:
+    out["bad_filter"] = str(err).split(":")[0]
+out["fds_after_bad_filter"] = fds() == start or [start, fds()]
+
+with conf.L2listen(iface=iface, filter="udp") as s:
+    out["filter"] = filter_len(s) == compiled("udp")
+conf.except_filter = "arp"
+with conf.L2listen(iface=iface, filter="udp") as s:
+    out["except_filter"] = filter_len(s) == compiled("(udp) and not (arp)")
+with conf.L2listen(iface=iface) as s:
+    out["except_only"] = filter_len(s) == compiled("not (arp)")
+with conf.L2listen(iface=iface, filter="udp", nofilter=1) as s:
+    out["nofilter"] = filter_len(s)
+conf.except_filter = ""
+
+with conf.L2socket(iface=iface, type=0x88B5) as s:
+    name = s.ins.getsockname()
+    out["bound"] = [name[0], name[1]]
+    out["can_send"] = s.outs is s.ins
+
+out["promisc_before"] = promiscuous()
+s = conf.L2listen(iface=iface, promisc=True)
+out["promisc_held"] = promiscuous()
+s.close()
+out["promisc_after"] = promiscuous()
+
+with conf.L3socket(iface="lo") as s:
+    s.send(IP(dst=p["peer"]) / ICMP())
+    out["send_sock"] = {k: type(v).__module__ for k, v in s.send_socks.items()}
+
+gprocket.scapy.uninstall()
+out["restored"] = [conf.L2socket.__module__, scapy.supersocket.L3RawSocket.__module__]
+out["fds_at_end"] = fds() == start or [start, fds()]
+print(json.dumps(out))
+"""
+
+
+def test_install_honours_scapys_socket_options(lab: VethLab, helper: Path,
+                                               unpriv_user: priv.User) -> None:
+    """filter, conf.except_filter, nofilter, type, promisc, L3 send sockets; no leaks."""
+    argv = [priv.VENV_PYTHON, "-c", OPTIONS, json.dumps({"iface": lab.if_a,
+                                                        "peer": lab.ip_b})]
+    result = _finish(_start(unpriv_user, lab, helper, argv))
+    assert result == {
+        "bad_filter": "Cannot set filter",
+        "fds_after_bad_filter": True,
+        "filter": True, "except_filter": True, "except_only": True, "nofilter": 0,
+        "bound": [lab.if_a, 0x88B5], "can_send": True,
+        "promisc_before": False, "promisc_held": True, "promisc_after": False,
+        "send_sock": {"lo": "gprocket.scapy", lab.if_a: "gprocket.scapy"},
+        "restored": ["scapy.arch.linux", "scapy.supersocket"],
+        "fds_at_end": True,
+    }
+
+
 DENIED = r"""
 import json
 import gprocket, gprocket.scapy

@@ -1,6 +1,7 @@
 """gprocket.scapy: what install() changes and undoes, filters compiled as scapy compiles them.
 
-Sockets as an unprivileged user are in tests/privileged/test_scapy.py.
+Sockets as an unprivileged user are in tests/privileged/test_scapy.py (hence this
+file's name: pytest needs distinct basenames).
 """
 
 from __future__ import annotations

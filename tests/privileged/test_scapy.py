@@ -42,6 +42,12 @@ if p["what"] == "sr1":
               timeout=5, verbose=0)
     out.update(src=ans[IP].src, type=ans[ICMP].type, id=ans[ICMP].id, seq=ans[ICMP].seq,
                load=bytes(ans[Raw].load).decode())
+elif p["what"] == "sr1-v6":
+    from scapy.all import IPv6, ICMPv6EchoReply, ICMPv6EchoRequest
+    ans = sr1(IPv6(dst=p["peer"]) / ICMPv6EchoRequest(id=0x4242, seq=7, data=b"gprocket-scapy"),
+              timeout=5, verbose=0)
+    out.update(src=ans[IPv6].src, reply=ans.haslayer(ICMPv6EchoReply),
+               id=ans[ICMPv6EchoReply].id, data=bytes(ans[ICMPv6EchoReply].data).decode())
 elif p["what"] == "srp1":
     ans = srp1(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(pdst=p["peer"]), iface=p["iface"],
                timeout=5, verbose=0)
@@ -136,6 +142,17 @@ def test_sr1_icmp_echo_on_loopback(mode: str, lab: VethLab, helper: Path,
     result = _run(unpriv_user, lab, helper, mode, {"what": "sr1", "peer": "127.0.0.1"})
     assert result == {"src": "127.0.0.1", "type": 0, "id": 0x4242, "seq": 7,
                       "load": "gprocket-scapy"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sr1_icmpv6_echo_on_loopback(mode: str, netns: priv.Netns, helper: Path,
+                                     unpriv_user: priv.User) -> None:
+    """IPv6 to loopback: scapy's L3RawSocket6 (the lab's veth pair has no IPv6)."""
+    proc = priv.popen_argv(unpriv_user, _argv(mode, {"what": "sr1-v6", "peer": "::1"}),
+                           netns=netns, env={"GPROCKET_HELPER": str(helper)})
+    result = _finish(proc)
+    assert result == {"L2socket": "gprocket.scapy" if mode == "install" else "scapy.arch.linux",
+                      "src": "::1", "reply": True, "id": 0x4242, "data": "gprocket-scapy"}
 
 
 @pytest.mark.parametrize("mode", MODES)

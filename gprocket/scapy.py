@@ -75,8 +75,9 @@ except ModuleNotFoundError as err:
                       "pip install scapy", name="scapy") from err
 
 from . import bpf, interfaces
-from ._api import open_fd
+from ._api import acquire
 from ._ladder import DEFAULT_ORDER
+from ._spec import SocketRequest
 
 __all__ = [
     "L2ListenSocket",
@@ -122,23 +123,23 @@ def _default_strategies() -> tuple[str, ...] | None:
     return tuple("helper" if rung == "broker" else rung for rung in DEFAULT_ORDER)
 
 
-def _ladder_socket(family: str, type_: str, protocol: int) -> socket.socket:
-    """A blocking socket object of the running program's socket class on a ladder descriptor.
+def _ladder_socket(family: str, type_: str, protocol: int) -> tuple[socket.socket, str]:
+    """A blocking socket on a descriptor from the ladder, and the rung that served it.
 
     ``socket.socket`` is looked up at call time, so a gevent-patched program
     gets gevent's cooperative class, as scapy itself would.
     """
     strategies = _options.strategies if _options.strategies is not None \
         else _default_strategies()
-    fd = open_fd(0, family=family, type=type_, protocol=protocol, strategies=strategies,
-                 helper=_options.helper)
+    request = SocketRequest(0, family=family, type=type_, protocol=protocol)
+    got = acquire(request, strategies=strategies, helper=_options.helper)
     try:
-        sock = socket.socket(fileno=fd)
+        sock = socket.socket(fileno=got.fd)
     except BaseException:
-        os.close(fd)
+        os.close(got.fd)
         raise
     sock.setblocking(True)
-    return sock
+    return sock, got.rung
 
 
 def _link_type(iface: str) -> int:
@@ -198,7 +199,8 @@ def _enable_auxdata(sock: SuperSocket) -> None:
 class L2Socket(_linux.L2Socket):
     """scapy's ``L2Socket`` on a packet socket from gprocket's ladder.
 
-    Same arguments as scapy's; ``filter`` is a tcpdump expression.
+    Same arguments as scapy's; ``filter`` is a tcpdump expression;
+    ``rung`` says which rung of the ladder served the socket.
     Raises gprocket.PrivilegeError when no rung may open a packet socket
     (the helper's policy needs ``allow SUBJECT packet``), scapy's
     Scapy_Exception for a filter that does not compile, OSError (ENODEV)
@@ -215,7 +217,7 @@ class L2Socket(_linux.L2Socket):
         self.iface = name
         self.type = type
         self.promisc = conf.sniff_promisc if promisc is None else promisc
-        self.ins = _ladder_socket("packet", "raw", 0)
+        self.ins, self.rung = _ladder_socket("packet", "raw", 0)
         try:
             self._configure(name, filter, nofilter)
         except BaseException:
@@ -287,8 +289,8 @@ class L3RawSocket(_supersocket.L3RawSocket):
     """scapy's ``L3RawSocket`` (IPv4 to loopback) with both sockets from the ladder.
 
     Sends on an ``AF_INET``/``IPPROTO_RAW`` socket (policy ``raw 255``),
-    receives on a packet socket (policy ``packet``); like scapy's, it
-    ignores ``filter``.
+    receives on a packet socket (policy ``packet``); ``send_rung`` and
+    ``rung`` say which rung served each. Like scapy's, it ignores ``filter``.
     """
 
     desc = "Layer 3 using raw sockets (PF_INET/SOCK_RAW) from gprocket's ladder"
@@ -296,11 +298,11 @@ class L3RawSocket(_supersocket.L3RawSocket):
     def __init__(self, type: int = ETH_P_IP, filter: str | None = None,
                  iface: Interface = None, promisc: bool | None = None,
                  nofilter: int = 0) -> None:
-        self.outs = _ladder_socket("inet", "raw", _IPPROTO_RAW)
+        self.outs, self.send_rung = _ladder_socket("inet", "raw", _IPPROTO_RAW)
         try:
             self.outs.setsockopt(socket.SOL_IP, socket.IP_HDRINCL, 1)
             # Unbound, it receives from every interface, as scapy's does.
-            self.ins = _ladder_socket("packet", "raw", type)
+            self.ins, self.rung = _ladder_socket("packet", "raw", type)
             if iface is not None:
                 self.iface = network_name(iface)
                 self.ins.bind((self.iface, type))
@@ -319,9 +321,9 @@ class L3RawSocket6(L3RawSocket, _supersocket.L3RawSocket6):
                  iface: Interface = None, promisc: bool | None = None,
                  nofilter: int = 0) -> None:
         # The kernel fragments what needs it (RFC 2292), as for scapy's.
-        self.outs = _ladder_socket("inet6", "raw", _IPPROTO_RAW)
+        self.outs, self.send_rung = _ladder_socket("inet6", "raw", _IPPROTO_RAW)
         try:
-            self.ins = _ladder_socket("packet", "raw", type)
+            self.ins, self.rung = _ladder_socket("packet", "raw", type)
         except BaseException:
             self.close()
             raise

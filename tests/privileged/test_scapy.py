@@ -328,13 +328,18 @@ def test_install_without_a_packet_rule_explains_the_refusal(
     assert "helper" in result["rungs"]
 
 
-def test_example_scapy_ping(lab: VethLab, helper: Path, unpriv_user: priv.User) -> None:
+@pytest.mark.parametrize(("target", "kind"), [("peer", "L3PacketSocket"),
+                                              ("127.0.0.1", "L3RawSocket")])
+def test_example_scapy_ping(target: str, kind: str, lab: VethLab, helper: Path,
+                            unpriv_user: priv.User) -> None:
+    host = str(lab.ip_b) if target == "peer" else target
     proc = _start(unpriv_user, lab, helper,
-                  [priv.VENV_PYTHON, str(priv.EXAMPLES / "scapy_ping.py"), str(lab.ip_b),
-                   "3"])
+                  [priv.VENV_PYTHON, str(priv.EXAMPLES / "scapy_ping.py"), host, "3"])
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, f"{out}\n--- stderr\n{err}"
     lines = out.splitlines()
-    assert [line.split(" time=")[0] for line in lines[:3]] == [
-        f"reply from {lab.ip_b}: icmp_seq={seq}" for seq in range(3)]
-    assert lines[-1] == "3 sent, 3 received"
+    iface = lab.if_a if target == "peer" else "lo"
+    assert lines[0] == f"PING {host} on {iface}: {kind} from rung helper"
+    assert [line.split(" time=")[0] for line in lines[1:4]] == [
+        f"reply from {host}: icmp_seq={seq}" for seq in range(3)]
+    assert lines[4:] == ["3 sent, 3 received"]

@@ -26,7 +26,8 @@ closing are scapy's own code:
   (scapy's ``conf.except_filter`` is honoured, ``nofilter=1`` skips both),
   so no tcpdump and no privileged libpcap handle is involved;
 * ``promisc=`` (default ``conf.sniff_promisc``) is a packet membership held
-  for the socket's lifetime, as in scapy.
+  for the socket's lifetime, as in scapy;
+* each socket's ``rung`` says which rung of the ladder served it.
 
 scapy sends IP to the loopback interface through ``L3RawSocket``
 (``AF_INET``/``IPPROTO_RAW``), which its interface provider picks itself
@@ -75,7 +76,7 @@ except ModuleNotFoundError as err:
                       "pip install scapy", name="scapy") from err
 
 from . import bpf, interfaces
-from ._api import acquire
+from ._api import acquire_in_thread
 from ._ladder import DEFAULT_ORDER
 from ._spec import SocketRequest
 
@@ -85,6 +86,7 @@ __all__ = [
     "L3PacketSocket",
     "L3RawSocket",
     "L3RawSocket6",
+    "compile_filter",
     "install",
     "is_installed",
     "uninstall",
@@ -129,10 +131,10 @@ def _ladder_socket(family: str, type_: str, protocol: int) -> tuple[socket.socke
     ``socket.socket`` is looked up at call time, so a gevent-patched program
     gets gevent's cooperative class, as scapy itself would.
     """
-    strategies = _options.strategies if _options.strategies is not None \
-        else _default_strategies()
     request = SocketRequest(0, family=family, type=type_, protocol=protocol)
-    got = acquire(request, strategies=strategies, helper=_options.helper)
+    # scapy opens sockets from its own short-lived threads (AsyncSniffer).
+    got = acquire_in_thread(request, strategies=_options.strategies if _options.strategies
+                            is not None else _default_strategies(), helper=_options.helper)
     try:
         sock = socket.socket(fileno=got.fd)
     except BaseException:

@@ -57,6 +57,23 @@ elif p["what"] == "sniff":
                 started_callback=lambda: print("ready", flush=True))
     out.update(count=len(got), ports=sorted({q[UDP].dport for q in got}),
                seqs=[int(bytes(q[Raw].load)[:4].hex(), 16) for q in got])
+elif p["what"] == "threads":
+    import collections, os, time
+    from scapy.all import AsyncSniffer
+    def fds():
+        names = os.listdir("/proc/self/fd")  # its own descriptor is gone by the loop
+        return sorted(os.readlink(f"/proc/self/fd/{n}") for n in names
+                      if os.path.exists(f"/proc/self/fd/{n}"))
+    conf.L2listen(iface=p["iface"]).close()  # the main thread's first ladder call makes its hub
+    start = fds()
+    for _ in range(3):
+        sniffer = AsyncSniffer(iface=p["iface"], filter="udp")
+        sniffer.start()
+        time.sleep(0.3)
+        sniffer.stop()
+    left = collections.Counter(fds()) - collections.Counter(start)
+    out.update(results=sniffer.results is not None, left=sorted(left.elements()),
+               same=fds() == start)
 elif p["what"] == "sendp":
     frames = [Ether(dst=p["dst"], src=p["src"], type=0x88B5) / Raw(i.to_bytes(4, "big") * 16)
               for i in range(p["count"])]
@@ -161,6 +178,15 @@ def test_srp1_arp_who_has_across_the_veth(mode: str, lab: VethLab, helper: Path,
     result = _run(unpriv_user, lab, helper, mode,
                   {"what": "srp1", "peer": lab.ip_b, "iface": lab.if_a})
     assert result == {"op": 2, "psrc": lab.ip_b, "hwsrc": lab.mac_b}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sockets_from_threads_leave_nothing_behind(mode: str, lab: VethLab, helper: Path,
+                                                   unpriv_user: priv.User) -> None:
+    """AsyncSniffer opens its socket in a thread of its own: the ladder's gevent hub
+    in that thread must end with it (it kept an epoll and an eventfd per thread)."""
+    result = _run(unpriv_user, lab, helper, mode, {"what": "threads", "iface": lab.if_a})
+    assert result == {"results": True, "left": [], "same": True}
 
 
 def _udp_frame(lab: VethLab, dport: int, seq: int) -> bytes:

@@ -35,9 +35,9 @@ instead of asking ``conf``; :func:`install` therefore also replaces
 ``scapy.supersocket.L3RawSocket`` and ``L3RawSocket6``, which that provider
 looks up on every call. :func:`uninstall` restores all six.
 
-scapy imports without a home directory, but writes its history and caches
-under ``$HOME`` or ``$XDG_CONFIG_HOME``/``$XDG_CACHE_HOME`` when it can: a
-service account without a home works, scapy only warns once.
+scapy needs no home directory: it creates ``~/.config/scapy`` and
+``~/.cache/scapy`` (or under ``$XDG_CONFIG_HOME``/``$XDG_CACHE_HOME``) when
+it can and silently does without them otherwise.
 """
 
 from __future__ import annotations

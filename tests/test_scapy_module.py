@@ -64,7 +64,12 @@ def test_classes_are_scapys_own_kinds() -> None:
 
 
 def test_lazy_submodule() -> None:
-    assert gprocket.scapy is sys.modules["gprocket.scapy"]
+    code = ("import sys, gprocket\n"
+            "assert 'gprocket.scapy' not in sys.modules\n"
+            "print(gprocket.scapy.install.__module__)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "gprocket.scapy"
     assert "scapy" not in gprocket.__all__  # `import *` must work without scapy
 
 

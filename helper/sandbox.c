@@ -256,7 +256,7 @@ static void seccomp_filter(struct gp_sandbox *sb, int report, int fatal)
 
 /* ---- resource limits ---- */
 
-static void limits(int fatal)
+static void limits(struct gp_sandbox *sb, int fatal)
 {
 	static const struct {
 		int what;
@@ -264,12 +264,17 @@ static void limits(int fatal)
 	} lim[] = {
 		{ RLIMIT_CORE, 0 },          /* no core file of a process that held privilege */
 		{ RLIMIT_FSIZE, 0 },         /* it writes no file; a write to one is SIGXFSZ */
-		{ RLIMIT_NOFILE, GP_NOFILE }, /* sandbox.h: what the loop holds at most */
+		{ RLIMIT_NOFILE, GP_NOFILE }, /* sandbox.h: held plus in flight to the client */
 		{ RLIMIT_NPROC, 0 },         /* it never forks (seccomp would kill it anyway) */
 	};
 	for (size_t i = 0; i < sizeof lim / sizeof lim[0]; i++) {
-		struct rlimit r = { lim[i].to, lim[i].to };
+		struct rlimit r;
+		if (getrlimit(lim[i].what, &r)) _exit(fatal);
+		/* Never above what was inherited: a hard limit cannot rise without privilege. */
+		if (r.rlim_cur > lim[i].to) r.rlim_cur = lim[i].to;
+		r.rlim_max = r.rlim_cur;
 		if (setrlimit(lim[i].what, &r)) _exit(fatal);
+		if (lim[i].what == RLIMIT_NOFILE) sb->nofile = (unsigned long)r.rlim_cur;
 	}
 }
 
@@ -289,7 +294,7 @@ enum { WITH_SECCOMP = 1 };
 void gp_sandbox_apply(struct gp_sandbox *sb, int report, int fatal)
 {
 	if (!WITH_SANDBOX) return;
-	limits(fatal);
+	limits(sb, fatal);
 	landlock(sb, fatal);
 	if (WITH_SECCOMP) seccomp_filter(sb, report, fatal);
 }
@@ -311,8 +316,8 @@ int gp_sandbox_format(const struct gp_sandbox *sb, char *buf, size_t n)
 	if (w < 0 || (size_t)w >= sizeof ll) return -1;
 	w = snprintf(buf, n,
 	             "seccomp: %s\nlandlock: %s\ncapabilities: bounding=%s securebits=0x%x\n"
-	             "rlimits: core=0 fsize=0 nofile=%d nproc=0\n",
+	             "rlimits: core=0 fsize=0 nofile=%lu nproc=0\n",
 	             sb->seccomp ? on : "off (not applied in this build)", ll,
-	             sb->bounding ? "kept-only" : "unchanged", sb->securebits, GP_NOFILE);
+	             sb->bounding ? "kept-only" : "unchanged", sb->securebits, sb->nofile);
 	return w < 0 || (size_t)w >= n ? -1 : 0;
 }

@@ -7,10 +7,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* RLIMIT_NOFILE: the descriptor numbers the loop may use. It holds 0-2 (the channel,
- * /dev/null twice) and per request at most the descriptor it hands out, /dev/net/tun
- * or a sysfs file, and two configuration sockets (inet and inet6); room to spare. */
-enum { GP_NOFILE = 16 };
+/* RLIMIT_NOFILE (or the lower limit inherited). The loop itself holds 0-2 and at most
+ * four more per request, but the kernel also counts every descriptor in flight in a
+ * reply not yet read by the client against the sender's limit (ETOOMANYREFS past it),
+ * and a client may pipeline hundreds of requests. */
+enum { GP_NOFILE = 1024 };
 
 struct gp_sandbox {
 	int landlock_abi;   /* the kernel's Landlock ABI; 0 when it has none */
@@ -18,6 +19,7 @@ struct gp_sandbox {
 	int landlock_scope; /* the scopes applied (LANDLOCK_SCOPE_* bits) */
 	int seccomp;        /* 1 when the filter is installed; 0 only in a build without it */
 	int nsyscalls;      /* system calls the filter lets through */
+	unsigned long nofile; /* RLIMIT_NOFILE in force */
 	int bounding;       /* filled by the drop: 1 when the bounding set was cut to what is kept */
 	unsigned securebits; /* filled by the drop: the securebits in force */
 };

@@ -89,13 +89,7 @@ class Driver:
         self.pid = pid
 
     def call(self, **cmd: Any) -> dict[str, Any]:
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        assert line, f"driver died: {self.proc.stderr.read() if self.proc.stderr else ''}"
-        result: dict[str, Any] = json.loads(line)
-        return result
+        return priv.json_line(self.proc, cmd)
 
     def send(self, data: bytes) -> dict[str, Any]:
         return self.call(op="req", hex=data.hex())
@@ -111,12 +105,7 @@ def driven(user: priv.User, argv: list[str]) -> Iterator[Driver]:
         assert first, f"driver failed: {proc.stderr.read() if proc.stderr else ''}"
         yield Driver(proc, json.loads(first)["pid"])
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait(timeout=20)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+        priv.stop(proc)
 
 
 def helper_process(pid: int, helper: Path) -> int:
@@ -354,9 +343,4 @@ sys.stdin.readline()
         proc.stdin.close()
         assert proc.wait(timeout=30) == 0
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait(timeout=20)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+        priv.stop(proc)

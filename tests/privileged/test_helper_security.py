@@ -243,12 +243,7 @@ def broker(user: priv.User, argv: list[str], *, netns: priv.Netns | None = None,
         info = json.loads(first)
         yield Broker(proc, info["pid"], info["driver"], info["holder"])
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait(timeout=20)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+        priv.stop(proc)
 
 
 def descendants(pid: int) -> list[int]:

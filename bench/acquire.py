@@ -443,7 +443,8 @@ def report(results: dict[str, dict[str, float]], concurrent: dict[str, object]) 
     blocking = results["helper (blocking)"]["median"]
     caps = results["capabilities"]["median"]
     print()
-    print("what the sandbox costs (seccomp + Landlock + rlimits, applied once per helper start):")
+    print("what the sandbox costs (set up once per helper start; then the seccomp filter runs "
+          "on every system call, Landlock on every open):")
     for label, name in (("broker", "broker"), ("one-shot", "helper (gevent)")):
         with_it, without = results[name]["median"], results[f"{name}, no sandbox"]["median"]
         print(f"  {label:<9} median {with_it:8.1f} µs sandboxed, {without:8.1f} µs without: "

@@ -19,6 +19,7 @@ import signal
 import socket
 import struct
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,29 @@ def test_idle_broker_is_confined_and_holds_no_sys_admin(
         assert lim["Max processes"] == ("0", "0")
         soft, hard = lim["Max open files"]
         assert soft == hard and 3 < int(soft) <= 1024
+        assert d.call(op="close")["rc"] == 0
+
+
+@pytest.mark.parametrize("mode", ["setuid", "caps"])
+def test_one_shot_is_confined_before_its_request(mode: str, unpriv_user: priv.User,
+                                                 installed_helper: Callable[..., Path],
+                                                 netns: priv.Netns) -> None:
+    """A one-shot helper (here with --netns) is filtered and limited while it waits for
+    its one request, then serves it and exits."""
+    helper = installed_helper(mode, f"allow * netns {netns.name}\n")
+    with driven(unpriv_user, [str(helper), "--netns", netns.name]) as d:
+        deadline = time.monotonic() + 10
+        status = ""
+        while time.monotonic() < deadline:
+            status = Path(f"/proc/{d.pid}/status").read_text()
+            if field(status, "Seccomp") == "2":
+                break
+            time.sleep(0.01)
+        assert field(status, "Seccomp") == "2", status
+        assert not int(field(status, "CapBnd"), 16) >> CAP_SYS_ADMIN & 1
+        assert limits(d.pid)["Max file size"] == ("0", "0")
+        rep = d.send(udp(0, netns=netns.name))
+        assert (rep["err"], rep["fds"]) == (0, 1), rep
         assert d.call(op="close")["rc"] == 0
 
 

@@ -28,6 +28,8 @@ import pytest
 from support import privileged as priv
 
 from capsetup.sudoers import render_sudoers
+from gprocket._broker import Broker, get_broker
+from gprocket._spec import SocketRequest
 
 pytestmark = pytest.mark.privileged
 
@@ -368,3 +370,12 @@ sys.stdin.readline()
         assert proc.wait(timeout=30) == 0
     finally:
         priv.stop(proc)
+
+
+def test_a_broker_refuses_a_request_for_another_namespace_before_sending() -> None:
+    """The client's own check: a request names the broker's namespace or is a misuse."""
+    broker = Broker("/nonexistent/gprocket-helper", namespace="lab")
+    with pytest.raises(ValueError, match="serves namespace 'lab', not None"):
+        broker.request(SocketRequest(0, protocol="udp"))
+    assert broker.starts == 0 and broker.pid is None
+    assert get_broker("/x", "a") is get_broker("/x", "a") is not get_broker("/x", None)

@@ -42,7 +42,7 @@ import gevent.socket
 import gevent.subprocess
 
 from gprocket import ring
-from gprocket._packet_lab import VethLab, ether_frame, inside, trafgen_config, veth_lab
+from gprocket._packet_lab import VethLab, ether_frame, inside, listening, trafgen_config, veth_lab
 
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parent.parent
@@ -156,13 +156,7 @@ def live_scapy(lab: VethLab, frame: bytes, n: int) -> Result:
 
 def _listening(lab: VethLab, argv: list[str]) -> subprocess.Popen[str]:
     """Start a capture tool in namespace A; return once it says it is listening."""
-    proc = subprocess.Popen(lab.argv_a(argv), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "listening on" in line:
-            break
-    return proc
+    return listening(lab.argv_a(argv))
 
 
 def _tool_live(lab: VethLab, frame: bytes, n: int, argv: list[str], name: str, *,

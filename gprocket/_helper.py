@@ -27,6 +27,7 @@ __all__ = [
     "INSTALL_FIX",
     "SEARCH_PATH",
     "check_runnable",
+    "helper_argv",
     "locate",
     "one_shot",
     "one_shot_command",
@@ -107,6 +108,14 @@ def check_runnable(path: str) -> str:
     return "caps"
 
 
+def helper_argv(path: str, *, broker: bool, namespace: str | None) -> list[str]:
+    """The helper's command line: PROTOCOL.md's ``[--broker] [--netns NAME]``."""
+    argv = [path, "--broker"] if broker else [path]
+    if namespace is not None:
+        argv += ["--netns", namespace]
+    return argv
+
+
 def sudo_path() -> str:
     """The sudo program; raises RungUnavailable when it is not installed."""
     found = shutil.which("sudo", path=_SUDO_ENV["PATH"])
@@ -155,19 +164,24 @@ def one_shot_command(
 ) -> tuple[list[str], dict[str, str] | None]:
     """The argument vector and environment of a one-shot helper for ``request``.
 
-    The one place both fronts (gevent here, gprocket.aio) build them. Raises
-    RungUnavailable when ``sudo`` is asked for and not installed.
+    The one place both fronts (gevent here, gprocket.aio) build them: a
+    namespaced request starts the helper with ``--netns NAME``, sudo gets
+    ``-n`` and a fixed environment. Raises RungUnavailable when ``sudo`` is
+    asked for and not installed.
     """
-    del request  # what a helper serves is in the request it reads, not its argv
+    argv = helper_argv(path, broker=False, namespace=request.namespace)
     if sudo:
-        return [sudo_path(), "-n", path], _SUDO_ENV
-    return [path], None
+        return [sudo_path(), "-n", *argv], _SUDO_ENV
+    return argv, None
 
 
 def one_shot(
     path: str, request: Request, *, sudo: bool = False, timeout: float = DEFAULT_TIMEOUT
 ) -> int:
     """Start the helper once (through ``sudo -n`` if asked), get one descriptor.
+
+    A namespaced request starts it with ``--netns NAME``: it enters the
+    namespace before it drops its privileges, then serves the request there.
 
     Never blocks the gevent hub and never waits longer than ``timeout``
     for any step. Raises PolicyDenied, OSError (kernel refusal), HelperError

@@ -10,12 +10,13 @@ HelperError (the helper misbehaved) also stops it: that is a fault to fix,
 not a missing privilege.
 
 Namespaced requests (``namespace="lab"``): the helper enters
-/run/netns/NAME itself. In-process, only a caller holding CAP_SYS_ADMIN
-(root) can do it, and does it on a fresh native thread (a one-thread gevent
-ThreadPool) that calls setns(2), opens the descriptor and returns to its own
-namespace before exiting: the namespace switch is per thread, so the hub
-thread and its greenlets never leave their namespace. The capabilities rung
-does not enter namespaces (CAP_SYS_ADMIN is far more than the request needs).
+/run/netns/NAME itself, once at start (``--netns NAME``; one broker per
+namespace). In-process, only a caller holding CAP_SYS_ADMIN (root) can do
+it, and does it on a fresh native thread (a one-thread gevent ThreadPool)
+that calls setns(2), opens the descriptor and returns to its own namespace
+before exiting: the namespace switch is per thread, so the hub thread and
+its greenlets never leave their namespace. The capabilities rung does not
+enter namespaces (CAP_SYS_ADMIN is far more than the request needs).
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ class BrokerStrategy:
 
     def acquire(self, request: Request) -> int:
         """Ask this process's broker (started on first use)."""
-        return get_broker(locate(self.helper)).request(request)
+        return get_broker(locate(self.helper), request.namespace).request(request)
 
 
 class HelperStrategy:

@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-__all__ = ["VethLab", "ether_frame", "inside", "trafgen_config", "veth_lab"]
+__all__ = ["VethLab", "ether_frame", "inside", "listening", "trafgen_config", "veth_lab"]
 
 CLONE_NEWNET = 0x40000000
 
@@ -125,6 +125,23 @@ def inside(ns: str) -> Iterator[None]:
     finally:
         os.close(here)
         os.close(there)
+
+
+def listening(argv: Sequence[str]) -> subprocess.Popen[str]:
+    """Start a capture tool (tcpdump, ``gprocket sniff``); return once it is listening.
+
+    Its stdout is discarded; the rest of its stderr stays readable. Raises
+    RuntimeError with what it printed if it exits before saying so.
+    """
+    proc = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    seen = []
+    for line in proc.stderr or ():
+        if "listening on" in line:
+            return proc
+        seen.append(line)
+    proc.wait()
+    raise RuntimeError(f"{argv[0]} exited {proc.returncode} before listening: {''.join(seen)}")
 
 
 def ether_frame(dst: str, src: str, ethertype: int, payload: bytes) -> bytes:

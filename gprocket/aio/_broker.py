@@ -1,7 +1,7 @@
 """The persistent helper for asyncio: one broker per event loop per helper path.
 
 The same broker process as the gevent front's (``gprocket._broker``: its
-argument vector comes from ``broker_argv``, requests are encoded by
+argument vector comes from ``_helper.helper_argv``, requests are encoded by
 ``_wire``, replies judged by ``_fdpass`` and checked by ``verify``), driven
 by the event loop instead of a hub. Requests are pipelined by id. A reader
 callback (``loop.add_reader`` on the channel) stays registered while the
@@ -14,8 +14,9 @@ request starts a new broker, and a request the dead broker never read is
 sent to the new one. A broker that does not answer within ``timeout`` is
 killed and its requests fail with HelperError.
 
-There is one broker per event loop, helper path and network namespace.
-A broker belongs to the event loop (and so the thread) that started it:
+There is one broker per event loop, helper path and network namespace (a
+broker enters its namespace at start, ``--netns NAME``, and can never leave
+it). A broker belongs to the event loop (and so the thread) that started it:
 its channel is watched by that loop, and the helper's PR_SET_PDEATHSIG
 fires when the starting thread exits. ``close()`` (or ``aclose_all()``)
 stops it; brokers of loops that were closed are stopped when the next
@@ -32,10 +33,10 @@ import itertools
 import os
 import threading
 
-from .._broker import SPIN_SECONDS, broker_argv
+from .._broker import SPIN_SECONDS
 from .._errors import HelperError
 from .._fdpass import receive, verify
-from .._helper import DEFAULT_TIMEOUT, check_runnable, raise_for_reply
+from .._helper import DEFAULT_TIMEOUT, check_runnable, helper_argv, raise_for_reply
 from .._spec import Request
 from .._wire import Reply, encode_request
 from ._channel import send_message
@@ -246,7 +247,7 @@ class AsyncBroker:
             # Never awaits between the check and the start: one start per need.
             check_runnable(self.path)
             try:
-                child = spawn(broker_argv(self.path))
+                child = spawn(helper_argv(self.path, broker=True, namespace=self.namespace))
             except OSError as err:
                 raise HelperError(
                     f"cannot start the broker {self.path}: {err.strerror}") from err
@@ -261,8 +262,14 @@ class AsyncBroker:
         RungUnavailable (helper cannot run here) or HelperError (the broker
         died, broke the protocol, or did not answer within ``timeout``).
         Cancelled, it leaves nothing behind: the reply's descriptor, when it
-        comes, is closed.
+        comes, is closed. A request for another namespace than the broker's is
+        a ValueError, refused before anything is sent.
         """
+        if request.namespace != self.namespace:
+            raise ValueError(
+                f"this broker serves namespace {self.namespace!r}, not {request.namespace!r}: "
+                f"use get_broker(path, {request.namespace!r})"
+            )
         session = self._live_session()
         rid = session.next_id()
         try:

@@ -22,7 +22,7 @@ import pytest
 from support import privileged as priv
 
 from gprocket import pcap
-from gprocket._packet_lab import VethLab, ether_frame, trafgen_config, veth_lab
+from gprocket._packet_lab import VethLab, ether_frame, listening, trafgen_config, veth_lab
 
 pytestmark = pytest.mark.privileged
 
@@ -333,14 +333,9 @@ def test_frames_sent_arrive_identical_at_tcpdump(lab: VethLab, helper: Path,
     target = tmp_path / "peer.pcap"
     frames = [ether_frame(lab.mac_b, lab.mac_a, 0x88B5, i.to_bytes(4, "big") * (i % 300 + 1))
               for i in range(200)]
-    dump = subprocess.Popen(lab.argv_b(["tcpdump", "-i", lab.if_b, "-U", "-c", "200", "-w",
-                                        str(target), "ether proto 0x88b5"]),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    dump = listening(lab.argv_b(["tcpdump", "-i", lab.if_b, "-U", "-c", "200", "-w",
+                                 str(target), "ether proto 0x88b5"]))
     try:
-        assert dump.stderr is not None
-        for line in dump.stderr:
-            if "listening on" in line:
-                break
         proc = _start(unpriv_user, lab, helper, SENDER,
                       {"interface": lab.if_a, "dst": lab.mac_b, "src": lab.mac_a,
                        "count": len(frames)})
@@ -357,14 +352,9 @@ def test_frames_sent_arrive_identical_at_tcpdump(lab: VethLab, helper: Path,
 
 def test_tcpdump_pcap_read_back(lab: VethLab, tmp_path: Path) -> None:
     target = tmp_path / "tcpdump.pcap"
-    dump = subprocess.Popen(lab.argv_a(["tcpdump", "-i", lab.if_a, "-U", "-c", "100", "-w",
-                                        str(target)]),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    dump = listening(lab.argv_a(["tcpdump", "-i", lab.if_a, "-U", "-c", "100", "-w",
+                                 str(target)]))
     try:
-        assert dump.stderr is not None
-        for line in dump.stderr:
-            if "listening on" in line:
-                break
         frame = _frame(lab, payload=b"from tcpdump" * 9)
         _trafgen(lab, frame, 100)
         dump.wait(timeout=30)

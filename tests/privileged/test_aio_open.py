@@ -9,6 +9,9 @@ descriptor and no process behind.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -209,3 +212,53 @@ def test_cancelled_acquisitions_leak_no_descriptor_and_no_process(
         assert out["kids_after"] == 1
         assert len(out["fds_after"]) == len(out["fds_before"]) + 3, out
     assert out["kids_at_end"] == 0
+
+
+NAMESPACES = PRELUDE + r"""
+from gprocket.aio._broker import get_broker
+NS = sys.argv[1]
+
+async def main():
+    socks = [await aio.open(0, protocol='udp', namespace=ns, strategies='broker')
+             for ns in (None, NS, None, NS)]
+    one = await aio.open_fd(0, protocol='udp', namespace=NS, strategies='helper')
+    brokers = [get_broker(HELPER, ns) for ns in (None, NS)]
+    out = {"rungs": [s.rung for s in socks], "starts": [b.starts for b in brokers],
+           "pids": [b.pid for b in brokers]}
+    try:
+        await brokers[0].request(gprocket.SocketRequest(0, protocol='udp', namespace=NS))
+    except ValueError as err:
+        out["mismatch"] = str(err)
+    print(json.dumps(out), flush=True)
+    sys.stdin.readline()
+    for s in socks:
+        s.close()
+    os.close(one)
+    await aio.aclose_all()
+
+asyncio.run(main())
+"""
+
+
+def test_one_async_broker_per_namespace_entered_at_its_start(
+        unpriv_user: priv.User, netns: priv.Netns,
+        installed_helper: Callable[..., Path]) -> None:
+    helper = installed_helper(mode="caps", policy=f"allow * netns {netns.name}\n")
+    proc = priv.popen_argv(unpriv_user, [priv.VENV_PYTHON, "-c",
+                                         NAMESPACES.replace("sys.argv[1]", repr(netns.name))],
+                           env={"GPROCKET_HELPER": str(helper)}, stdin=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.stderr else ""
+        out = json.loads(line)
+        assert out["rungs"] == ["broker"] * 4
+        assert out["starts"] == [1, 1]
+        plain, inside = out["pids"]
+        assert os.stat(f"/proc/{plain}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
+        assert os.stat(f"/proc/{inside}/ns/net").st_ino == os.stat(netns.path).st_ino
+        assert "serves namespace None" in out["mismatch"]
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        priv.stop(proc)

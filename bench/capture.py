@@ -42,10 +42,19 @@ import gevent.socket
 import gevent.subprocess
 
 from gprocket import ring
-from gprocket._packet_lab import VethLab, ether_frame, inside, listening, trafgen_config, veth_lab
 
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parent.parent
+# The veth lab is test support, not part of the installed package.
+sys.path.insert(0, str(REPO / "tests"))
+from support.lab import (  # noqa: E402
+    VethLab,
+    ether_frame,
+    inside,
+    listening,
+    trafgen_config,
+    veth_lab,
+)
 
 
 def trafgen(lab: VethLab, frame: bytes, count: int) -> float:

@@ -21,9 +21,10 @@ enter namespaces (CAP_SYS_ADMIN is far more than the request needs).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from gevent.threadpool import ThreadPool
@@ -81,7 +82,14 @@ def _setns(fd: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
-def _enter_and_run(namespace: str, work: Callable[[], T]) -> T:
+@contextlib.contextmanager
+def thread_in_namespace(namespace: str) -> Iterator[None]:
+    """Run this thread inside /run/netns/NAMESPACE for the block, then back.
+
+    Needs CAP_SYS_ADMIN. The switch is per thread: use it on a thread of
+    your own (``in_namespace``), or around a block that never yields to
+    other greenlets (tests/support/lab.py). Sockets made inside stay there.
+    """
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
@@ -95,11 +103,16 @@ def _enter_and_run(namespace: str, work: Callable[[], T]) -> T:
         finally:
             os.close(target)
         try:
-            return work()
+            yield
         finally:
             _setns(home)
     finally:
         os.close(home)
+
+
+def _enter_and_run(namespace: str, work: Callable[[], T]) -> T:
+    with thread_in_namespace(namespace):
+        return work()
 
 
 def in_namespace(namespace: str, work: Callable[[], T]) -> T:

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 from support import privileged as priv
+from support.lab import VethLab, listening, trafgen_config, veth_lab
 
 from gprocket import pcap
-from gprocket._packet_lab import VethLab, listening, trafgen_config, veth_lab
 
 pytestmark = pytest.mark.privileged
 

@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 from support import privileged as priv
-
-from gprocket._packet_lab import VethLab, ether_frame, trafgen_config, veth_lab
+from support.lab import VethLab, ether_frame, trafgen_config, veth_lab
 
 pytestmark = pytest.mark.privileged
 

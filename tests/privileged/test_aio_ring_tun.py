@@ -3,7 +3,8 @@
 A veth pair joins two fresh namespaces: trafgen in one sends frames that an
 ``async for`` over the TPACKET_V3 ring receives in the other. A TUN device
 made through the helper answers iputils ping from asyncio (read the echo
-request, write the reply). A ticker task runs throughout.
+request, write the reply). The helper is slow to start (it sleeps half a
+second before it execs) and a ticker task keeps the loop turning meanwhile.
 """
 
 from __future__ import annotations
@@ -25,9 +26,21 @@ import asyncio, json, sys, time
 from gprocket import aio
 
 async def ticker(state):
+    last = time.monotonic()
     while True:
         await asyncio.sleep(0.005)
+        now = time.monotonic()
+        state["gap"] = max(state["gap"], now - last)
+        last = now
         state["ticks"] += 1
+
+def start_ticker():
+    state = {"ticks": 0, "gap": 0.0, "started": time.monotonic()}
+    return state, asyncio.get_running_loop().create_task(ticker(state))
+
+def opened(state):
+    return {"open_took": time.monotonic() - state["started"], "open_gap": state["gap"],
+            "open_ticks": state["ticks"]}
 """
 
 RING = TICKER + r"""
@@ -41,18 +54,19 @@ async def count(ring, types):
     return frames
 
 async def main():
-    state = {"ticks": 0}
-    beat = asyncio.get_running_loop().create_task(ticker(state))
+    state, beat = start_ticker()
     sizes = set()
     async with await aio.ring(sys.argv[1], 0x88B5, idle=2.0, block_size=1 << 16,
                               block_count=8, timeout_ms=5) as ring:
+        at_open = opened(state)
         print("ready", flush=True)
         at_ready = state["ticks"]
         frames = await count(ring, sizes)
         rung, stats = ring.sock.rung, ring.rx.stats()
     beat.cancel()
     print(json.dumps({"frames": frames, "types": sorted(sizes), "rung": rung,
-                      "ticks": state["ticks"] - at_ready, "dropped": stats.dropped}))
+                      "ticks": state["ticks"] - at_ready, "dropped": stats.dropped,
+                      **at_open}))
 
 asyncio.run(main())
 """
@@ -78,12 +92,20 @@ def _result(proc: subprocess.Popen[str]) -> dict[str, Any]:
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def _loop_kept_turning(result: dict[str, Any]) -> None:
+    """The helper slept half a second; the loop turned every 5 ms meanwhile."""
+    assert result["open_took"] >= 0.5, result
+    assert result["open_ticks"] >= 40, result
+    assert result["open_gap"] < 0.25, result
+
+
 def test_async_ring_receives_the_peers_frames(
         lab: VethLab, unpriv_user: priv.User,
         installed_helper: Callable[..., Path]) -> None:
     helper = installed_helper(mode="caps", policy="allow group:gprocket packet\n")
+    slow = priv.slow_wrapper(helper, 0.5)
     proc = priv.popen_argv(unpriv_user, [priv.VENV_PYTHON, "-c", RING, lab.if_a],
-                           netns=priv.Netns(lab.ns_a), env={"GPROCKET_HELPER": str(helper)})
+                           netns=priv.Netns(lab.ns_a), env={"GPROCKET_HELPER": str(slow)})
     try:
         _ready(proc)
         frame = ether_frame(lab.mac_a, lab.mac_b, 0x88B5, b"async ring " * 8)
@@ -101,6 +123,7 @@ def test_async_ring_receives_the_peers_frames(
     assert result["types"] == ["88b5"]
     assert result["dropped"] == 0
     assert result["ticks"] > 0
+    _loop_kept_turning(result)
 
 
 TUN = TICKER + r"""
@@ -126,9 +149,9 @@ def reply_to(packet):
     return bytes(header + icmp)
 
 async def main():
-    state = {"ticks": 0}
-    beat = asyncio.get_running_loop().create_task(ticker(state))
+    state, beat = start_ticker()
     async with await aio.open_tun(sys.argv[1]) as dev:
+        at_open = opened(state)
         print("ready", flush=True)
         answered = 0
         while answered < 3:
@@ -146,7 +169,7 @@ async def main():
         woke = err.errno
     beat.cancel()
     print(json.dumps({"answered": answered, "info": info, "ticks": state["ticks"],
-                      "woke": woke}))
+                      "woke": woke, **at_open}))
 
 asyncio.run(main())
 """
@@ -155,9 +178,10 @@ asyncio.run(main())
 def test_async_tun_answers_ping(unpriv_user: priv.User, netns: priv.Netns,
                                 installed_helper: Callable[..., Path]) -> None:
     helper = installed_helper(mode="caps", policy="allow group:gprocket tun gpt*\n")
+    slow = priv.slow_wrapper(helper, 0.5)
     name = "gptaio0"
     proc = priv.popen_argv(unpriv_user, [priv.VENV_PYTHON, "-c", TUN, name], netns=netns,
-                           env={"GPROCKET_HELPER": str(helper)})
+                           env={"GPROCKET_HELPER": str(slow)})
     try:
         _ready(proc)
         netns.exec(["ip", "addr", "add", "10.77.0.1/24", "dev", name])
@@ -175,3 +199,4 @@ def test_async_tun_answers_ping(unpriv_user: priv.User, netns: priv.Netns,
     assert result["info"] == [name, "tun", "broker"]
     assert result["ticks"] > 0
     assert result["woke"] == 9  # EBADF: closing woke the pending read
+    _loop_kept_turning(result)

@@ -2,7 +2,8 @@
 
 The namespace's ping_group_range is closed, so every socket is a raw one
 from the broker (policy ``raw icmp,icmpv6``), which a slow wrapper starts
-late while a ticker task keeps the loop turning. A cancelled sweep stops
+late while a ticker task keeps the loop turning; on the compiled engine and
+on the pure-Python one (GPROCKET_ICMP_ENGINE). A cancelled sweep stops
 sending at once: the namespace's own ICMP counters (/proc/net/snmp) do not
 move after the cancellation.
 """
@@ -59,13 +60,15 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.parametrize("engine", ["c", "python"])
 def test_raw_icmp_and_icmpv6_through_the_broker_while_it_starts_slowly(
-        unpriv_user: priv.User, netns: priv.Netns,
+        engine: str, unpriv_user: priv.User, netns: priv.Netns,
         installed_helper: Callable[..., Path]) -> None:
     helper = installed_helper(mode="caps", policy=POLICY)
     slow = priv.slow_wrapper(helper, 0.5)
     out = priv.run_json(unpriv_user, PINGS, netns=netns,
-                        env={"GPROCKET_HELPER": str(helper), "SLOW_HELPER": str(slow)})
+                        env={"GPROCKET_HELPER": str(helper), "SLOW_HELPER": str(slow),
+                             "GPROCKET_ICMP_ENGINE": engine})
     assert out["one"] == [True, 3, "raw", "broker"]
     assert out["six"] == [True, 2, "raw", "broker"]
     assert out["count"] == 401 and out["alive"] == 401 and out["in_order"]

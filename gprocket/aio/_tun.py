@@ -20,6 +20,7 @@ from .._fdio import FdIO, make_nonblocking
 from .._spec import TunRequest
 from ..tuntap import _PI, Mode, PacketInfo, TunTapDevice, _split_info, device_for
 from ._api import acquire
+from ._wait import _wake
 
 __all__ = ["AsyncTunTap", "open_tun", "wrap_tun"]
 
@@ -78,8 +79,7 @@ class AsyncTunTap:
         fd = self.fileno()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        wake = future.set_result
-        (loop.add_writer if write else loop.add_reader)(fd, wake, None)
+        (loop.add_writer if write else loop.add_reader)(fd, _wake, future)
         self._waiters.add(future)
         try:
             await future

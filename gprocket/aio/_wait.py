@@ -14,6 +14,7 @@ __all__ = ["readable", "writable"]
 
 
 def _wake(future: asyncio.Future[None]) -> None:
+    """A reader/writer callback: complete ``future`` unless it is done already."""
     if not future.done():
         future.set_result(None)
 

@@ -73,8 +73,10 @@ async def one_shot(path: str, request: Request, *, sudo: bool = False,
         # The helper exits after its one reply: let its exit overlap the checks.
         child.channel.close()
         raise_for_reply(reply, request)
-        checked = verify(fd, request, reply)
-        fd = None
+        # verify owns the descriptor from here (it closes one it refuses):
+        # forget ours first, so that it is never closed twice.
+        received, fd = fd, None
+        checked = verify(received, request, reply)
         # The helper holds its copy (a bound port) until it exits: wait for that.
         try:
             await child.exited(timeout)

@@ -215,3 +215,35 @@ def test_a_broker_that_stops_answering_fails_its_requests_in_time() -> None:
     message, took = run(main())
     assert "did not answer within 0.3 s" in message
     assert took < 2.0
+
+
+# A stand-in one-shot helper that answers a UDP request with a TCP socket.
+WRONG = r"""
+import array, socket
+from gprocket._wire import Reply, Stage, decode_request, encode_reply
+channel = socket.socket(fileno=0)
+msg = decode_request(channel.recv(4096))
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+channel.sendmsg([encode_reply(Reply(msg.id, 0, Stage.NONE, "", ""))],
+               [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [sock.fileno()]))])
+"""
+
+
+def test_a_one_shot_reply_that_fails_the_checks_is_refused_and_closed_once(
+        tmp_path: Any) -> None:
+    from gprocket.aio._helper import one_shot
+
+    helper = tmp_path / "wrong-helper"
+    helper.write_text(f"#!{sys.executable}\n{WRONG}")
+    helper.chmod(0o755)
+
+    async def main() -> tuple[str, list[str], list[str]]:
+        before = fds()
+        request = gprocket.SocketRequest(0, protocol="udp", ip="127.0.0.1")
+        with pytest.raises(HelperError) as err:
+            await one_shot(str(helper), request, timeout=10)
+        return str(err.value), before, fds()
+
+    message, before, after = run(main())
+    assert "type 1, requested 2" in message
+    assert after == before

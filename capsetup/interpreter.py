@@ -58,8 +58,9 @@ def _config(venv: Path) -> dict[str, str]:
 def _real_interpreter(venv: Path) -> Path:
     """The file VENV/bin/python really runs, if it is the venv's Python; else SetupError.
 
-    A venv's bin/python is a link (resolved) into the ``home`` of its
-    pyvenv.cfg, or a copy byte-equal to the interpreter there.
+    A venv's bin/python resolves to the Python named by its pyvenv.cfg
+    (``executable``, or python/python3/pythonX.Y in ``home``), or is a copy
+    byte-equal to it in the venv's own bin/.
     """
     interpreter = venv / "bin" / "python"
     real = Path(os.path.realpath(interpreter))
@@ -70,22 +71,26 @@ def _real_interpreter(venv: Path) -> Path:
     if not home or not os.path.isabs(home):
         raise SetupError(f"{venv / 'pyvenv.cfg'} names no absolute home: not a venv capsetup "
                          "can vouch for")  # fmt: skip
-    home_real = Path(os.path.realpath(home))
-    if real.parent == home_real:
-        return real
-    candidates = {Path(os.path.realpath(Path(home) / real.name))}
+    names = {"python", "python3"}
+    version = config.get("version") or config.get("version_info") or ""
+    if version.count(".") >= 1:
+        names.add("python" + ".".join(version.split(".")[:2]))
+    candidates = {Path(os.path.realpath(Path(home) / name)) for name in names}
     if config.get("executable"):
         candidates.add(Path(os.path.realpath(config["executable"])))
-    for candidate in candidates:
-        if candidate.parent == home_real and candidate.is_file() and (
-            candidate.read_bytes() == real.read_bytes()
-        ):
+    candidates = {candidate for candidate in candidates if candidate.is_file()}
+    if real in candidates:
+        return real
+    if real.parent == Path(os.path.realpath(venv / "bin")):
+        # A venv made with --copies: its own file, byte-equal to the home's Python.
+        content = real.read_bytes()
+        if any(candidate.read_bytes() == content for candidate in candidates):
             return real
     raise SetupError(f"{interpreter} resolves to {real}, which is not the Python in the "
                      f"venv's home {home}: refusing to give it capabilities")  # fmt: skip
 
 
-def venv_problems(venv: Path, real: Path) -> list[str]:
+def venv_problems(venv: Path, real: Path | None) -> list[str]:
     """Why someone other than root could change what the copy would run.
 
     The real interpreter and every directory above it, the venv, its bin/,
@@ -97,13 +102,21 @@ def venv_problems(venv: Path, real: Path) -> list[str]:
     def add(found: list[str]) -> None:
         problems.extend(p for p in found if p not in problems)
 
-    add(chain_problems(real))
+    if real is not None:
+        add(chain_problems(real))
     add(chain_problems(venv / "bin"))
     add(path_problems(venv / "pyvenv.cfg"))
     for site in sorted((venv / "lib").glob("python3*/site-packages")):
         add(path_problems(site.parent))
         add(path_problems(site))
     return problems
+
+
+def _refuse(problems: list[str]) -> None:
+    if problems:
+        raise SetupError("refusing to give capabilities to this venv's Python: "
+                         + "; ".join(problems)
+                         + " (that user could run any code with them)")  # fmt: skip
 
 
 def install_python(
@@ -127,12 +140,10 @@ def install_python(
         raise SetupError(f"--venv must be an absolute path, not {str(venv)!r}")
     if not (venv_path / "pyvenv.cfg").is_file():
         raise SetupError(f"{venv_path} is not a virtual environment (no pyvenv.cfg)")
+    # Who can change the venv first: the attack's venv fails here whatever its python is.
+    _refuse(venv_problems(venv_path, None))
     real = _real_interpreter(venv_path)
-    problems = venv_problems(venv_path, real)
-    if problems:
-        raise SetupError("refusing to give capabilities to this venv's Python: "
-                         + "; ".join(problems)
-                         + " (that user could run any code with them)")  # fmt: skip
+    _refuse(venv_problems(venv_path, real))
     try:
         mask = cap_mask(caps)
     except ValueError as err:

@@ -54,8 +54,9 @@ def _why_not_root_only(path: str, st: os.stat_result) -> str:
     mode = stat.S_IMODE(st.st_mode)
     if st.st_uid != 0:
         return f"{path} is owned by uid {st.st_uid}, not root"
-    return f"{path} is writable by {'others' if mode & stat.S_IWOTH else 'its group'} " \
-           f"(mode {mode:04o})"  # fmt: skip
+    if mode & stat.S_IWOTH:
+        return f"{path} is writable by others (mode {mode:04o})"
+    return f"{path} is group-writable (mode {mode:04o})"
 
 
 def directory_refusal(directory: Path | str) -> str | None:

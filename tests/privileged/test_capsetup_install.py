@@ -77,7 +77,7 @@ print(json.dumps(out))
 
 
 @pytest.mark.parametrize("mode", ["caps", "setuid"])
-def test_install_lets_group_member_open_port_53_and_ping_but_no_raw_socket(
+def test_install_lets_group_member_open_port_53_and_ping_but_no_raw_socket(  # noqa: PLR0917
     mode: str,
     prefix: Path,
     unpriv_user: priv.User,

@@ -270,7 +270,8 @@ def test_broker_polls_briefly_only_with_a_cpu_to_spare_and_then_sleeps(
     an idle broker sleeps in a blocking recvmsg."""
     if cpus == "all":
         assert len(os.sched_getaffinity(0)) >= 2, "this test needs a machine with two CPUs"
-    client = Client(unpriv_user, f"CPUS = {cpus!r}\n" + POLL, netns, installed_helper("setuid", RAW_POLICY))
+    helper = installed_helper("setuid", RAW_POLICY)
+    client = Client(unpriv_user, f"CPUS = {cpus!r}\n" + POLL, netns, helper)
     try:
         first = client.read()
         pid = int(first["pid"])  # type: ignore[call-overload]

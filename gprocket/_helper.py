@@ -1,10 +1,11 @@
 """Find the helper, decide whether it can work for us, and ask it once.
 
 The helper is looked for at, in order: the ``helper=`` argument, the
-GPROCKET_HELPER environment variable, /usr/local/libexec/gprocket/ then
-/usr/libexec/gprocket/. It can only lift privilege when it is setuid root
-or carries file capabilities (or when we are root already); otherwise the
-rung is unavailable with the reason and the fix.
+GPROCKET_HELPER environment variable (ignored in a privileged process, see
+_environ), /usr/local/libexec/gprocket/ then /usr/libexec/gprocket/. It can
+only lift privilege when it is setuid root or carries file capabilities (or
+when we are root already); otherwise the rung is unavailable with the reason
+and the fix.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import stat
 from pathlib import Path
 
+from ._environ import trusted_getenv
 from ._errors import HelperError, PolicyDenied, RungRefused, RungUnavailable
 from ._fdpass import receive, verify
 from ._spawn import Child, spawn
@@ -49,7 +51,7 @@ def locate(helper: str | os.PathLike[str] | None = None) -> str:
     """The helper's path; raises RungUnavailable naming every place looked at."""
     if helper is not None:
         return os.fspath(helper)
-    env = os.environ.get("GPROCKET_HELPER")
+    env = trusted_getenv("GPROCKET_HELPER")
     if env:
         return env
     for candidate in SEARCH_PATH:

@@ -41,6 +41,7 @@ from ._caps import (
     raised,
     read_sets,
 )
+from ._environ import trusted_getenv
 from ._errors import Attempt, PolicyDenied, PrivilegeError, RungRefused, RungUnavailable
 from ._helper import INSTALL_FIX, PACKAGED, check_runnable, locate, one_shot, sudo_path
 from ._kernel import PERMISSION_ERRNOS, needed_caps, open_request
@@ -281,10 +282,10 @@ StrategySpec = str | Strategy
 
 def _names(spec: str | Sequence[StrategySpec] | None) -> tuple[tuple[StrategySpec, ...], bool]:
     if spec is None:
-        env = os.environ.get("GPROCKET_STRATEGIES", "").strip()
-        if not env:
+        env = trusted_getenv("GPROCKET_STRATEGIES")
+        if env is None:
             return DEFAULT_ORDER, True
-        spec = env
+        spec = env.strip()
     if isinstance(spec, str):
         parts = [part.strip() for part in spec.split(",")]
         if spec.strip() and not all(parts):
@@ -301,7 +302,8 @@ def resolve(
 ) -> list[Strategy]:
     """The strategy objects for ``strategies`` (names, objects, or a comma list).
 
-    None means GPROCKET_STRATEGIES, else the default order. Raises
+    None means GPROCKET_STRATEGIES (ignored in a privileged process: see
+    _environ), else the default order. Raises
     ValueError for an unknown name.
     """
     specs, default = _names(strategies)

@@ -37,6 +37,7 @@ import gevent.monkey
 import gevent.socket
 
 from ._api import acquire_in_thread
+from ._environ import trusted_getenv
 from ._errors import PrivilegeError
 from ._ladder import DEFAULT_ORDER
 from ._spec import SocketRequest
@@ -173,9 +174,10 @@ def _strategies() -> tuple[str, ...] | None:
     child would outlive its use, and the broker's reader greenlet lives in
     the hub of the thread that started it, so another native thread waiting
     on it would never be answered. A one-shot helper per call has neither
-    problem. GPROCKET_STRATEGIES, when set, is used as given.
+    problem. GPROCKET_STRATEGIES, when set (and honoured: see _environ), is
+    used as given.
     """
-    if os.environ.get("GPROCKET_STRATEGIES", "").strip():
+    if trusted_getenv("GPROCKET_STRATEGIES") is not None:
         return None
     return tuple("helper" if name == "broker" else name for name in DEFAULT_ORDER)
 

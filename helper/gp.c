@@ -18,7 +18,7 @@ enum { TY_STREAM = 1, TY_DGRAM = 2, TY_RAW = 3, TY_SEQPACKET = 5 };
 /* Rule kinds by R_* number, for parsing and printing policy lines. */
 static const char *const kinds[] = { "?", "bind", "raw", "packet", "tun", "device", "netns" };
 
-const char gp_default_policy[] = "allow * bind any 1-1023\nallow * raw icmp,icmpv6\n";
+const char gp_default_policy[] = "allow * bind any 1-1023\n";
 
 int gp_fail(struct gp_status *st, int err, int stage, const char *fmt, ...)
 {

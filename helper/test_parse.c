@@ -116,7 +116,7 @@ static void test_policies(void)
 	static const struct { const char *text; int broken, nrules; } cases[] = {
 		{ "", 0, 0 },
 		{ "# only a comment\n\n   \t\n", 0, 0 },
-		{ gp_default_policy, 0, 2 },
+		{ gp_default_policy, 0, 1 },
 		{ "allow * bind tcp 80", 0, 1 },
 		{ "allow * bind tcp,udp,sctp 1-1023 # comment", 0, 1 },
 		{ "allow\t*\tbind\tudp\t53\t192.0.2.10\r\n", 0, 1 },

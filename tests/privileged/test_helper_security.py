@@ -310,7 +310,8 @@ def launch(mode: str, installed_helper: Any, policy: str | None = None) -> tuple
 @pytest.mark.parametrize("mode", ["setuid", "caps", "sudo"])
 def test_launch_mode_serves_and_drops(mode: str, unpriv_user: priv.User,
                                       installed_helper: Any, netns: priv.Netns) -> None:
-    helper, argv = launch(mode, installed_helper)
+    # The defaults grant no raw socket; this test opens one, so its policy does.
+    helper, argv = launch(mode, installed_helper, "allow * bind any 1-1023\nallow * raw icmp\n")
     ctx = sudoers(unpriv_user, helper) if mode == "sudo" else contextlib.nullcontext()
     with ctx, broker(unpriv_user, argv, netns=netns) as b:
         rep = b.send(hello(rid=77))
@@ -547,7 +548,7 @@ def test_request_flood_and_malformed_limit(unpriv_user: priv.User,
 
 @pytest.mark.parametrize("mode", ["setuid", "caps"])
 @pytest.mark.parametrize(("policy", "caps"), [
-    (None, ("net_bind_service", "net_raw")),
+    (None, ("net_bind_service",)),  # the defaults: low ports, no raw socket
     ("allow user:root packet\n", ()),
     ("allow * bind tcp 8000-9000\nallow * raw icmp\n", ("net_raw",)),
     ("allow * bind tcp 80\n", ("net_bind_service",)),

@@ -54,7 +54,7 @@ def test_default_order_and_names() -> None:
 
 def test_environment_override(monkeypatch: pytest.MonkeyPatch) -> None:
     # A privileged process ignores GPROCKET_STRATEGIES (issue 12, finding 7; an
-    # unprivileged one honours it: tests/privileged/test_environ.py).
+    # unprivileged one honours it: tests/privileged/test_environ_untrusted.py).
     if os.geteuid() != 0:
         pytest.skip("shows the root case; the unprivileged case runs as another uid elsewhere")
     monkeypatch.setenv("GPROCKET_STRATEGIES", "plain,teleport")

@@ -16,7 +16,7 @@ from types import ModuleType
 from ._api import Acquired, acquire, drop_effective, open, open_fd
 from ._errors import Attempt, GprocketError, HelperError, PolicyDenied, PrivilegeError
 from ._socket import Socket
-from ._spec import DeviceRequest, SocketRequest, TunRequest
+from ._spec import DeviceRequest, SocketOptions, SocketRequest, TunRequest
 
 _SUBMODULES = frozenset({
     "aio", "bpf", "icmp", "interfaces", "lowlevel", "monkey", "pcap", "rawsock", "ring",
@@ -32,6 +32,7 @@ __all__ = [
     "PolicyDenied",
     "PrivilegeError",
     "Socket",
+    "SocketOptions",
     "SocketRequest",
     "TunRequest",
     "acquire",

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Unpack
 
 # Private to gevent, but the one way to ask without creating a hub.
 from gevent._hub_local import get_hub_if_exists
@@ -15,7 +15,14 @@ from ._caps import drop_effective
 from ._errors import Attempt
 from ._ladder import StrategySpec, resolve, run
 from ._socket import Socket
-from ._spec import DeviceRequest, Request, SocketRequest, TunRequest
+from ._spec import (
+    DeviceRequest,
+    Request,
+    SocketOptions,
+    SocketRequest,
+    TunRequest,
+    socket_request,
+)
 
 __all__ = ["Acquired", "acquire", "drop_effective", "open", "open_fd"]
 
@@ -79,74 +86,35 @@ def acquire_in_thread(
 def open_fd(
     port: int = 0,
     *,
-    protocol: str | int | None = None,
-    type: str | int | None = None,
-    family: str | int | None = None,
-    ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
-    scope_id: int = 0,
-    interface: str | None = None,
-    backlog: int | None = None,
-    namespace: str | None = None,
-    reuseaddr: bool | None = None,
-    reuseport: bool = False,
     strategies: Strategies = None,
     helper: HelperPath = None,
+    **options: Unpack[SocketOptions],
 ) -> int:
     """A bound (and for stream sockets, listening) socket descriptor: procket's open/2.
 
-    Every option is validated first (ValueError/TypeError), then the ladder
-    runs as for ``acquire``, raising what it raises.
+    ``options`` are the socket's (SocketOptions says what each means):
+    ``family``, ``type``, ``protocol``, ``ip``, ``scope_id``, ``interface``,
+    ``backlog``, ``namespace``, ``reuseaddr``, ``reuseport``. Every option is
+    validated first (ValueError/TypeError), then the ladder runs as for
+    ``acquire``, raising what it raises.
     """
-    request = SocketRequest(
-        port,
-        family=family,
-        type=type,
-        protocol=protocol,
-        ip=ip,
-        scope_id=scope_id,
-        interface=interface,
-        backlog=backlog,
-        namespace=namespace,
-        reuseaddr=reuseaddr,
-        reuseport=reuseport,
-    )
+    request = socket_request(port, options, "open_fd")
     return acquire(request, strategies=strategies, helper=helper).fd
 
 
 def open(
     port: int = 0,
     *,
-    protocol: str | int | None = None,
-    type: str | int | None = None,
-    family: str | int | None = None,
-    ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
-    scope_id: int = 0,
-    interface: str | None = None,
-    backlog: int | None = None,
-    namespace: str | None = None,
-    reuseaddr: bool | None = None,
-    reuseport: bool = False,
     strategies: Strategies = None,
     helper: HelperPath = None,
+    **options: Unpack[SocketOptions],
 ) -> Socket:
     """A cooperative gevent socket for the request; ``.rung`` says who opened it.
 
-    Validation and errors as for ``open_fd``. ``family="unspec"`` gives a
-    dual-stack IPv6 socket bound to ``::``.
+    The options (SocketOptions), validation and errors of ``open_fd``.
+    ``family="unspec"`` gives a dual-stack IPv6 socket bound to ``::``.
     """
-    request = SocketRequest(
-        port,
-        family=family,
-        type=type,
-        protocol=protocol,
-        ip=ip,
-        scope_id=scope_id,
-        interface=interface,
-        backlog=backlog,
-        namespace=namespace,
-        reuseaddr=reuseaddr,
-        reuseport=reuseport,
-    )
+    request = socket_request(port, options, "open")
     got = acquire(request, strategies=strategies, helper=helper)
     try:
         return Socket(fileno=got.fd, rung=got.rung)

@@ -11,7 +11,9 @@ import dataclasses
 import ipaddress
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 __all__ = [
     "DEFAULT_BACKLOG",
@@ -19,6 +21,7 @@ __all__ = [
     "DeviceRequest",
     "IPAddress",
     "Request",
+    "SocketOptions",
     "SocketRequest",
     "TunRequest",
 ]
@@ -132,6 +135,69 @@ def _check_bool(what: str, value: object) -> bool:
     return value
 
 
+class SocketOptions(TypedDict, total=False):
+    """The options of a socket, all optional: the keywords of ``SocketRequest``,
+    ``open``, ``open_fd`` and ``gprocket.aio``'s ``open`` and ``open_fd``.
+
+    Defined once here; those signatures take them as
+    ``**options: Unpack[SocketOptions]``, so mypy and editors check each by
+    name and type. What each means, and its default:
+
+    - ``family``: "inet", "inet6", "packet", "unspec" (a dual-stack IPv6
+      socket bound to ``::``) or an AF_* number; default inet6 for an IPv6
+      ``ip`` or an icmp6 ``protocol``, else inet.
+    - ``type``: "stream", "dgram", "raw", "seqpacket" or a number; default
+      the one ``protocol`` implies (tcp stream, udp dgram, others raw),
+      stream when neither is given.
+    - ``protocol``: "tcp", "udp", "icmp", "icmp6", "sctp", "raw", "ip" or a
+      number; default the type's own (tcp, udp). For family "packet", the
+      ethertype as an int (default 0x0003, ETH_P_ALL).
+    - ``ip``: the address to bind (str or ipaddress object); default the
+      family's wildcard.
+    - ``scope_id``: the IPv6 scope (interface index) of ``ip``; default 0.
+    - ``interface``: bind to this device (SO_BINDTODEVICE; for packet
+      sockets, the interface to capture on); default none.
+    - ``backlog``: the listen backlog of a stream or seqpacket socket
+      (returned listening); default 128.
+    - ``namespace``: open it in this network namespace (a name under
+      /run/netns); default the caller's.
+    - ``reuseaddr``: SO_REUSEADDR; default on for stream sockets.
+    - ``reuseport``: SO_REUSEPORT; default off.
+    """
+
+    family: str | int | None
+    type: str | int | None
+    protocol: str | int | None
+    ip: str | IPAddress | None
+    scope_id: int
+    interface: str | None
+    backlog: int | None
+    namespace: str | None
+    reuseaddr: bool | None
+    reuseport: bool
+
+
+def _check_options(options: Mapping[str, object], where: str) -> None:
+    """Refuse a name that is not an option, as Python would an unknown keyword."""
+    for name in options:
+        if name not in SocketOptions.__optional_keys__:
+            known = ", ".join(SocketOptions.__annotations__)
+            raise TypeError(
+                f"{where}() got an unexpected keyword argument {name!r} "
+                f"(the socket options are {known})"
+            )
+
+
+def socket_request(port: int, options: SocketOptions, where: str) -> SocketRequest:
+    """``SocketRequest(port, **options)`` for a function ``where`` that takes the options.
+
+    Checks the names first, so that ``where`` refuses ``dualstack`` (an option
+    of SocketRequest only) and a misspelt name as Python would its own keyword.
+    """
+    _check_options(options, where)
+    return SocketRequest(port, **options)
+
+
 @dataclass(frozen=True, init=False)
 class SocketRequest:
     """A socket to open, with every option checked and turned into numbers.
@@ -142,7 +208,9 @@ class SocketRequest:
     becomes the one the kernel would pick (tcp, udp) so the descriptor can be
     checked against it. For family ``packet`` the protocol is the ethertype
     in host order. Stream sockets are returned listening with ``backlog``
-    (default 128). Raises ValueError or TypeError naming the bad option.
+    (default 128). The keywords are those of SocketOptions (each described
+    there) and ``dualstack`` (IPV6_V6ONLY off on an inet6 socket). Raises ValueError
+    or TypeError naming the bad option.
     """
 
     port: int
@@ -159,25 +227,18 @@ class SocketRequest:
     dualstack: bool
 
     def __init__(
-        self,
-        port: int = 0,
-        *,
-        family: str | int | None = None,
-        type: str | int | None = None,
-        protocol: str | int | None = None,
-        ip: str | IPAddress | None = None,
-        scope_id: int = 0,
-        interface: str | None = None,
-        backlog: int | None = None,
-        namespace: str | None = None,
-        reuseaddr: bool | None = None,
-        reuseport: bool = False,
-        dualstack: bool = False,
+        self, port: int = 0, *, dualstack: bool = False, **options: Unpack[SocketOptions]
     ) -> None:
+        _check_options(options, "SocketRequest")
+        family = options.get("family")
+        type = options.get("type")
+        protocol = options.get("protocol")
+        backlog = options.get("backlog")
+        reuseaddr = options.get("reuseaddr")
         port = _check_int("port", port)
         if not 0 <= port <= 65535:
             raise ValueError(f"port {port} is out of range 0..65535")
-        address = _check_ip(ip)
+        address = _check_ip(options.get("ip"))
         dual = _check_bool("dualstack", dualstack)
 
         if (isinstance(family, str) and family.lower() == "unspec") or family == socket.AF_UNSPEC:
@@ -207,7 +268,7 @@ class SocketRequest:
             if typ == socket.SOCK_RAW and port:
                 raise ValueError("raw sockets have no port: use port 0")
 
-        scope = _check_int("scope_id", scope_id)
+        scope = _check_int("scope_id", options.get("scope_id", 0))
         if scope and fam != socket.AF_INET6:
             raise ValueError("scope_id applies to IPv6 addresses only")
         if not 0 <= scope <= 0xFFFFFFFF:
@@ -236,11 +297,12 @@ class SocketRequest:
         object.__setattr__(self, "protocol", proto)
         object.__setattr__(self, "ip", address)
         object.__setattr__(self, "scope_id", scope)
-        object.__setattr__(self, "interface", _check_interface(interface))
+        object.__setattr__(self, "interface", _check_interface(options.get("interface")))
         object.__setattr__(self, "backlog", blog)
-        object.__setattr__(self, "namespace", _check_namespace(namespace))
+        object.__setattr__(self, "namespace", _check_namespace(options.get("namespace")))
         object.__setattr__(self, "reuseaddr", reuse)
-        object.__setattr__(self, "reuseport", _check_bool("reuseport", reuseport))
+        reuseport = _check_bool("reuseport", options.get("reuseport", False))
+        object.__setattr__(self, "reuseport", reuseport)
         object.__setattr__(self, "dualstack", dual)
 
     @staticmethod

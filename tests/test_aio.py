@@ -121,6 +121,11 @@ def test_bad_arguments_fail_before_any_rung() -> None:
         run(aio.open(70000, protocol="udp"))
     with pytest.raises(TypeError):
         run(aio.acquire("udp:53"))  # type: ignore[arg-type]
+    for call in (aio.open, aio.open_fd):
+        with pytest.raises(TypeError, match="unexpected keyword argument 'protcol'"):
+            run(call(53, protcol="udp", strategies="sudo"))  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="'dualstack'"):
+            run(call(53, family="inet6", dualstack=True))  # type: ignore[call-arg]
     with pytest.raises(ValueError):
         aio.multiping_iter(["127.0.0.1"], count=0)
     with pytest.raises(TypeError):

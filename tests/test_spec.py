@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 import gprocket
-from gprocket._spec import DEFAULT_BACKLOG, DeviceRequest, SocketRequest, TunRequest
+from gprocket._spec import (
+    DEFAULT_BACKLOG,
+    DeviceRequest,
+    SocketOptions,
+    SocketRequest,
+    TunRequest,
+)
 
 
 def test_default_is_a_listening_tcp_socket() -> None:
@@ -143,6 +149,28 @@ def test_open_rejects_bad_options_before_starting_any_process() -> None:
         gprocket.open(70000, protocol="udp", strategies=["helper"], helper="/nonexistent")
     with pytest.raises(ValueError, match="unknown protocol"):
         gprocket.open_fd(53, protocol="bogus", strategies=["sudo"])
+    assert children.read_text() == before
+
+
+def test_the_options_are_defined_once_and_unknown_ones_refused() -> None:
+    # SocketOptions is every field of a request but the port and SocketRequest's
+    # own dualstack, in the same order: the one list open, open_fd and aio take.
+    fields = [field.name for field in dataclasses.fields(SocketRequest)]
+    options = [name for name in fields if name not in ("port", "dualstack")]
+    assert [*SocketOptions.__annotations__] == options
+    assert SocketOptions.__optional_keys__ == set(SocketOptions.__annotations__)
+    with pytest.raises(TypeError, match=r"SocketRequest\(\) got an unexpected keyword argument "
+                                        "'protcol'"):
+        SocketRequest(53, protcol="udp")  # type: ignore[call-arg]
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+    before = children.read_text()
+    for call, name in ((gprocket.open, "open"), (gprocket.open_fd, "open_fd")):
+        with pytest.raises(TypeError, match=rf"^{name}\(\) got an unexpected keyword argument "
+                                            "'reuse_port'"):
+            call(53, reuse_port=True, strategies=["sudo"])  # type: ignore[call-arg]
+        # dualstack is SocketRequest's alone: open spells it family="unspec".
+        with pytest.raises(TypeError, match="'dualstack'"):
+            call(53, family="inet6", dualstack=True)  # type: ignore[call-arg]
     assert children.read_text() == before
 
 

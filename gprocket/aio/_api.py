@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
+from typing import Unpack
 
 from .._api import Acquired, HelperPath, Strategies
-from .._spec import DeviceRequest, Request, SocketRequest, TunRequest
+from .._spec import (
+    DeviceRequest,
+    Request,
+    SocketOptions,
+    SocketRequest,
+    TunRequest,
+    socket_request,
+)
 from ._ladder import run
 
 __all__ = ["Socket", "acquire", "open", "open_fd"]
@@ -53,67 +60,37 @@ async def acquire(request: Request, *, strategies: Strategies = None,
     return Acquired(fd, rung, attempts)
 
 
-async def _acquire_socket(  # noqa: PLR0917
-    port: int, protocol: str | int | None, type: str | int | None,
-    family: str | int | None, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address | None,
-    scope_id: int, interface: str | None, backlog: int | None, namespace: str | None,
-    reuseaddr: bool | None, reuseport: bool, strategies: Strategies, helper: HelperPath,
-) -> Acquired:
-    request = SocketRequest(
-        port, family=family, type=type, protocol=protocol, ip=ip, scope_id=scope_id,
-        interface=interface, backlog=backlog, namespace=namespace, reuseaddr=reuseaddr,
-        reuseport=reuseport,
-    )
-    return await acquire(request, strategies=strategies, helper=helper)
-
-
 async def open_fd(
     port: int = 0,
     *,
-    protocol: str | int | None = None,
-    type: str | int | None = None,
-    family: str | int | None = None,
-    ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
-    scope_id: int = 0,
-    interface: str | None = None,
-    backlog: int | None = None,
-    namespace: str | None = None,
-    reuseaddr: bool | None = None,
-    reuseport: bool = False,
     strategies: Strategies = None,
     helper: HelperPath = None,
+    **options: Unpack[SocketOptions],
 ) -> int:
     """A bound (for stream sockets, listening) socket descriptor, as gprocket.open_fd.
 
-    Every option is validated first (ValueError/TypeError) before any rung runs.
+    ``options`` are the socket's (SocketOptions says what each means):
+    ``family``, ``type``, ``protocol``, ``ip``, ``scope_id``, ``interface``,
+    ``backlog``, ``namespace``, ``reuseaddr``, ``reuseport``. Every option is
+    validated first (ValueError/TypeError) before any rung runs.
     """
-    got = await _acquire_socket(port, protocol, type, family, ip, scope_id, interface,
-                                backlog, namespace, reuseaddr, reuseport, strategies, helper)
-    return got.fd
+    request = socket_request(port, options, "open_fd")
+    return (await acquire(request, strategies=strategies, helper=helper)).fd
 
 
 async def open(
     port: int = 0,
     *,
-    protocol: str | int | None = None,
-    type: str | int | None = None,
-    family: str | int | None = None,
-    ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
-    scope_id: int = 0,
-    interface: str | None = None,
-    backlog: int | None = None,
-    namespace: str | None = None,
-    reuseaddr: bool | None = None,
-    reuseport: bool = False,
     strategies: Strategies = None,
     helper: HelperPath = None,
+    **options: Unpack[SocketOptions],
 ) -> Socket:
     """A non-blocking socket for the request; ``.rung`` says who opened it.
 
-    The options, validation and errors of gprocket.open.
+    The options (SocketOptions), validation and errors of gprocket.open.
     """
-    got = await _acquire_socket(port, protocol, type, family, ip, scope_id, interface,
-                                backlog, namespace, reuseaddr, reuseport, strategies, helper)
+    request = socket_request(port, options, "open")
+    got = await acquire(request, strategies=strategies, helper=helper)
     try:
         return Socket(fileno=got.fd, rung=got.rung)
     except BaseException:

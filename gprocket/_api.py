@@ -39,6 +39,15 @@ class Acquired:
     attempts: tuple[Attempt, ...]
 
 
+def check_request(request: object) -> None:
+    """A TypeError, before any rung runs, for what is not a request (both fronts)."""
+    if not isinstance(request, (SocketRequest, TunRequest, DeviceRequest)):
+        raise TypeError(
+            "request must be a SocketRequest, TunRequest or DeviceRequest, "
+            f"not {type(request).__name__}"
+        )
+
+
 def acquire(
     request: Request, *, strategies: Strategies = None, helper: HelperPath = None
 ) -> Acquired:
@@ -50,11 +59,7 @@ def acquire(
     (EADDRINUSE, EADDRNOTAVAIL, ENODEV, ...), HelperError when the helper
     misbehaved, ValueError for an unknown strategy name.
     """
-    if not isinstance(request, (SocketRequest, TunRequest, DeviceRequest)):
-        raise TypeError(
-            "request must be a SocketRequest, TunRequest or DeviceRequest, "
-            f"not {type(request).__name__}"
-        )
+    check_request(request)
     fd, rung, attempts = run(request, strategies, helper)
     return Acquired(fd, rung, attempts)
 

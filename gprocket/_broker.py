@@ -43,13 +43,13 @@ from gevent.hub import Waiter, get_hub
 from gevent.lock import Semaphore
 
 from ._errors import HelperError
-from ._fdpass import receive, verify
-from ._helper import DEFAULT_TIMEOUT, check_runnable, helper_argv, raise_for_reply
+from ._fdpass import receive
+from ._helper import DEFAULT_TIMEOUT, check_runnable, checked_descriptor, helper_argv
 from ._spawn import Child, spawn
 from ._spec import Request
 from ._wire import Reply, encode_request
 
-__all__ = ["Broker", "get_broker", "shutdown_all"]
+__all__ = ["Broker", "check_namespace", "get_broker", "shutdown_all"]
 
 # How long a reader polls the channel before it parks in the hub. A reply
 # usually comes within ~10 µs, sooner than the hub's wait and the wake-up of a
@@ -60,6 +60,16 @@ SPIN_SECONDS = 50e-6
 _BROKERS: weakref.WeakSet[Broker] = weakref.WeakSet()
 _REGISTRY: dict[tuple[str, int, str | None], Broker] = {}
 _REGISTRY_LOCK = threading.Lock()
+
+
+def check_namespace(namespace: str | None, request: Request) -> None:
+    """Refuse, before anything is sent, a request for another namespace than
+    the broker's (``namespace``): a broker can never leave the one it entered."""
+    if request.namespace != namespace:
+        raise ValueError(
+            f"this broker serves namespace {namespace!r}, not {request.namespace!r}: "
+            f"use get_broker(path, {request.namespace!r})"
+        )
 
 
 class _Unsent(Exception):
@@ -361,11 +371,7 @@ class Broker:
         RungUnavailable (helper cannot run here) or HelperError (the broker
         died, broke the protocol, or did not answer within ``timeout``).
         """
-        if request.namespace != self.namespace:
-            raise ValueError(
-                f"this broker serves namespace {self.namespace!r}, not {request.namespace!r}: "
-                f"use get_broker(path, {request.namespace!r})"
-            )
+        check_namespace(self.namespace, request)
         session = self._live_session()
         rid = session.next_id()
         try:
@@ -381,10 +387,7 @@ class Broker:
                 raise HelperError(
                     f"the broker {self.path} exited before it could read a request: {again}"
                 ) from err
-        if fd is not None and not reply.ok:
-            os.close(fd)
-        raise_for_reply(reply, request)
-        return verify(fd, request, reply)
+        return checked_descriptor(request, reply, fd)
 
     def close(self) -> None:
         """Stop the broker and reap it; the next request starts a new one.

@@ -149,16 +149,47 @@ def raise_for_reply(reply: Reply, request: Request) -> None:
     )
 
 
-def _no_reply(child: Child, timeout: float) -> HelperError:
+def checked_descriptor(request: Request, reply: Reply, fd: int | None,
+                       rid: int | None = None) -> int:
+    """The checked descriptor of ``reply`` to ``request``, or the error it means.
+
+    The one place both fronts (gevent, gprocket.aio) and both helpers
+    (broker, one-shot) judge a reply: the id when one is expected (``rid``),
+    the error the reply reports (``raise_for_reply``), then ``verify``'s
+    checks of the descriptor. Owns ``fd`` from the call: on any error it is
+    closed here, once, so the caller must forget it before calling.
+    """
+    if rid is not None and reply.id != rid:
+        if fd is not None:
+            os.close(fd)
+        raise HelperError(f"the helper answered request id {reply.id}, expected {rid}")
+    if fd is not None and not reply.ok:
+        os.close(fd)
+    raise_for_reply(reply, request)
+    return verify(fd, request, reply)
+
+
+def no_reply_error(path: str, argv0: str, status: int | None, said: str,
+                   *, sudo: bool) -> HelperError | RungRefused:
+    """The error for a one-shot helper that exited (``status``, None if unknown)
+    without replying, having written ``said`` to stderr: through sudo, sudo's
+    refusal (the ladder goes on to the next rung); otherwise a HelperError."""
+    failure = HelperError(
+        f"{argv0} exited with status {status} without replying"
+        + (f": {said}" if said else "")
+    )
+    if sudo:
+        return RungRefused(f"sudo -n {path} refused: {failure}", _errno.EPERM,
+                           "allow the helper in sudoers: capsetup sudoers")
+    return failure
+
+
+def _no_reply(child: Child, path: str, timeout: float, *, sudo: bool) -> HelperError | RungRefused:
     try:
         status = child.wait(timeout)
     except TimeoutError:
         status = None
-    said = child.stderr_text()
-    return HelperError(
-        f"{child.argv[0]} exited with status {status} without replying"
-        + (f": {said}" if said else "")
-    )
+    return no_reply_error(path, child.argv[0], status, child.stderr_text(), sudo=sudo)
 
 
 def one_shot_command(
@@ -195,7 +226,6 @@ def one_shot(
         child = spawn(argv, env)
     except OSError as err:
         raise RungUnavailable(f"cannot start {argv[0]}: {err.strerror}", INSTALL_FIX) from err
-    fd: int | None = None
     try:
         child.channel.settimeout(timeout)
         try:
@@ -206,23 +236,13 @@ def one_shot(
         except (BrokenPipeError, ConnectionResetError):
             got = None
         if got is None:
-            failure = _no_reply(child, timeout)
-            if sudo:
-                raise RungRefused(
-                    f"sudo -n {path} refused: {failure}",
-                    _errno.EPERM,
-                    "allow the helper in sudoers: capsetup sudoers",
-                )
-            raise failure
-        reply, fd = got
-        if reply.id != 1:
-            raise HelperError(f"the helper answered request id {reply.id}, expected 1")
+            raise _no_reply(child, path, timeout, sudo=sudo)
         # A one-shot helper exits after its one reply: closing our end now
         # lets its exit overlap the checks below instead of following them.
         child.channel.close()
-        raise_for_reply(reply, request)
-        checked = verify(fd, request, reply)
-        fd = None
+        # The checks own the descriptor from here (they close one they refuse).
+        reply, received = got
+        checked = checked_descriptor(request, reply, received, rid=1)
         # The helper holds its copy of the descriptor (a bound port) until it
         # exits: wait for that, so closing ours really releases the port.
         try:
@@ -232,6 +252,4 @@ def one_shot(
             raise
         return checked
     finally:
-        if fd is not None:
-            os.close(fd)
         child.close()

@@ -6,15 +6,8 @@ import os
 import socket
 from typing import Unpack
 
-from .._api import Acquired, HelperPath, Strategies
-from .._spec import (
-    DeviceRequest,
-    Request,
-    SocketOptions,
-    SocketRequest,
-    TunRequest,
-    socket_request,
-)
+from .._api import Acquired, HelperPath, Strategies, check_request
+from .._spec import Request, SocketOptions, socket_request
 from ._ladder import run
 
 __all__ = ["Socket", "acquire", "open", "open_fd"]
@@ -51,11 +44,7 @@ async def acquire(request: Request, *, strategies: Strategies = None,
     kernel's errno, HelperError, ValueError. Cancelled, it leaves no
     descriptor and no helper process behind.
     """
-    if not isinstance(request, (SocketRequest, TunRequest, DeviceRequest)):
-        raise TypeError(
-            "request must be a SocketRequest, TunRequest or DeviceRequest, "
-            f"not {type(request).__name__}"
-        )
+    check_request(request)
     fd, rung, attempts = await run(request, strategies, helper)
     return Acquired(fd, rung, attempts)
 
@@ -69,10 +58,8 @@ async def open_fd(
 ) -> int:
     """A bound (for stream sockets, listening) socket descriptor, as gprocket.open_fd.
 
-    ``options`` are the socket's (SocketOptions says what each means):
-    ``family``, ``type``, ``protocol``, ``ip``, ``scope_id``, ``interface``,
-    ``backlog``, ``namespace``, ``reuseaddr``, ``reuseport``. Every option is
-    validated first (ValueError/TypeError) before any rung runs.
+    The options (SocketOptions says what each means) and validation of
+    gprocket.open_fd: a bad one fails (ValueError/TypeError) before any rung runs.
     """
     request = socket_request(port, options, "open_fd")
     return (await acquire(request, strategies=strategies, helper=helper)).fd

@@ -2,7 +2,8 @@
 
 The same broker process as the gevent front's (``gprocket._broker``: its
 argument vector comes from ``_helper.helper_argv``, requests are encoded by
-``_wire``, replies judged by ``_fdpass`` and checked by ``verify``), driven
+``_wire``, replies read by ``_fdpass`` and judged, descriptor included, by
+``_helper.checked_descriptor``), driven
 by the event loop instead of a hub. Requests are pipelined by id. A reader
 callback (``loop.add_reader`` on the channel) stays registered while the
 session lives: it reads every queued reply and completes the future of its
@@ -33,10 +34,10 @@ import itertools
 import os
 import threading
 
-from .._broker import SPIN_SECONDS
+from .._broker import SPIN_SECONDS, check_namespace
 from .._errors import HelperError
-from .._fdpass import receive, verify
-from .._helper import DEFAULT_TIMEOUT, check_runnable, helper_argv, raise_for_reply
+from .._fdpass import receive
+from .._helper import DEFAULT_TIMEOUT, check_runnable, checked_descriptor, helper_argv
 from .._spec import Request
 from .._wire import Reply, encode_request
 from ._channel import send_message
@@ -265,11 +266,7 @@ class AsyncBroker:
         comes, is closed. A request for another namespace than the broker's is
         a ValueError, refused before anything is sent.
         """
-        if request.namespace != self.namespace:
-            raise ValueError(
-                f"this broker serves namespace {self.namespace!r}, not {request.namespace!r}: "
-                f"use get_broker(path, {request.namespace!r})"
-            )
+        check_namespace(self.namespace, request)
         session = self._live_session()
         rid = session.next_id()
         try:
@@ -284,10 +281,7 @@ class AsyncBroker:
                 raise HelperError(
                     f"the broker {self.path} exited before it could read a request: {again}"
                 ) from err
-        if fd is not None and not reply.ok:
-            os.close(fd)
-        raise_for_reply(reply, request)
-        return verify(fd, request, reply)
+        return checked_descriptor(request, reply, fd)
 
     async def aclose(self) -> None:
         """Stop the broker and reap it; the next request starts a new one."""

@@ -14,6 +14,9 @@
 #include <linux/if_tun.h>
 #include <linux/magic.h>
 #include <linux/nsfs.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/if_link.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <linux/ipv6.h> /* after netinet/in.h: struct in6_ifreq */
@@ -75,7 +78,8 @@ static void cap_raise(int cap)
 static int cap_lower(int rc)
 {
 	int e = errno;
-	if (raised) capset3(held, 0), raised = 0;
+	if (raised) capset3(held, 0);
+	raised = 0;
 	errno = e;
 	return rc;
 }
@@ -125,7 +129,10 @@ static void identify(const char *sudo_uid, int channel)
 	if (r != 0) {
 		int n = getgroups(GP_MAXGROUPS, me.groups);
 		if (n < 0 || (e != 0 && e != r)) _exit(EX_DROP);
-		me.uid = r, me.gid = rg, me.ngroups = n, mode = e == 0 ? "setuid" : "caps";
+		me.uid = r;
+		me.gid = rg;
+		me.ngroups = n;
+		mode = e == 0 ? "setuid" : "caps";
 		return;
 	}
 	mode = "root";
@@ -133,7 +140,9 @@ static void identify(const char *sudo_uid, int channel)
 	if (getsockopt(0, SOL_SOCKET, SO_PEERCRED, &cr, &l) || l != sizeof cr ||
 	    getsockopt(0, SOL_SOCKET, SO_PEERGROUPS, me.groups, &lg))
 		_exit(EX_CHANNEL);
-	me.uid = cr.uid, me.gid = cr.gid, me.ngroups = (int)(lg / sizeof(gid_t));
+	me.uid = cr.uid;
+	me.gid = cr.gid;
+	me.ngroups = (int)(lg / sizeof(gid_t));
 	/* sudo names the invoking user: a channel borrowed from another user's process loses. */
 	snprintf(peer, sizeof peer, "%u", me.uid);
 	if (sudo_uid[0] && strcmp(sudo_uid, peer)) _exit(EX_CHANNEL);
@@ -163,7 +172,8 @@ static size_t read_db(const char *path, char *buf, size_t cap)
 static int refuse_policy(int fd, const char *why)
 {
 	if (fd >= 0) close(fd);
-	pol.broken = 1, pol.nrules = 0;
+	pol.broken = 1;
+	pol.nrules = 0;
 	snprintf(pol.why, sizeof pol.why, "policy: %s", why);
 	return -1;
 }
@@ -255,45 +265,73 @@ static void leave_ns(void)
 	if (CAPPED(GCAP_SYS_ADMIN, setns(orig_ns, CLONE_NEWNET))) _exit(EX_NETNS);
 }
 
-static int open_socket(const struct gp_req *r, struct gp_status *st)
+/* An AF_PACKET socket, bound to the named interface if any. */
+static int bind_packet(int fd, const struct gp_req *r, struct gp_status *st)
+{
+	struct ifreq ifr = { 0 };
+	struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = htons((uint16_t)r->protocol) };
+	if (!r->ifname[0]) return fd;
+	memcpy(ifr.ifr_name, r->ifname, IFNAMSIZ);
+	if (ioctl(fd, SIOCGIFINDEX, &ifr)) return failfd(fd, st, errno, ST_BIND, "bind to interface");
+	sll.sll_ifindex = ifr.ifr_ifindex;
+	if (bind(fd, (struct sockaddr *)&sll, sizeof sll))
+		return failfd(fd, st, errno, ST_BIND, "bind to interface");
+	return fd;
+}
+
+/* The socket options a request flag sets (gp_authorize has allowed them). */
+static const struct {
+	uint16_t flag;
+	int level4, name4, level6, name6;
+} flag_options[] = {
+	{ F_REUSEADDR, SOL_SOCKET, SO_REUSEADDR, SOL_SOCKET, SO_REUSEADDR },
+	{ F_REUSEPORT, SOL_SOCKET, SO_REUSEPORT, SOL_SOCKET, SO_REUSEPORT },
+	{ F_FREEBIND, IPPROTO_IP, IP_FREEBIND, IPPROTO_IPV6, IPV6_FREEBIND },
+};
+
+/* An inet socket: options, device, bind (NET_BIND_SERVICE below 1024), listen. */
+static int bind_inet(int fd, const struct gp_req *r, struct gp_status *st)
 {
 	static const uint8_t any[16];
-	int one = 1, v6only = !(r->flags & F_DUALSTACK), fd, f = r->flags;
-	int raw = r->type == SOCK_RAW || r->family == AF_PACKET, low = r->port && r->port < 1024;
+	int one = 1;
+	int v6only = !(r->flags & F_DUALSTACK);
 	int inet = r->family == AF_INET;
-	int proto = r->family == AF_PACKET ? htons((uint16_t)r->protocol) : r->protocol;
-	struct ifreq ifr = { 0 };
-	struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = (uint16_t)proto };
+	int low = r->port && r->port < 1024;
 	struct sockaddr_in6 a6 = { .sin6_family = AF_INET6, .sin6_port = htons(r->port),
 	                           .sin6_scope_id = r->scope_id };
 	struct sockaddr_in a4 = { .sin_family = AF_INET, .sin_port = htons(r->port) };
-	memcpy(ifr.ifr_name, r->ifname, IFNAMSIZ);
+	struct sockaddr *sa = inet ? (struct sockaddr *)&a4 : (struct sockaddr *)&a6;
+	socklen_t salen = inet ? sizeof a4 : sizeof a6;
 	memcpy(&a6.sin6_addr, r->addr, 16);
 	memcpy(&a4.sin_addr, r->addr, 4);
-	fd = CAPPED(raw ? GCAP_NET_RAW : NO_CAP, socket(r->family, r->type | SOCK_CLOEXEC, proto));
-	if (fd < 0) return failfd(-1, st, errno, ST_OPEN, "socket");
-	if (r->family == AF_PACKET)
-		return r->ifname[0] && (ioctl(fd, SIOCGIFINDEX, &ifr) ||
-		                        (sll.sll_ifindex = ifr.ifr_ifindex,
-		                         bind(fd, (struct sockaddr *)&sll, sizeof sll)))
-		       ? failfd(fd, st, errno, ST_BIND, "bind to interface") : fd;
-	if ((r->family == AF_INET6 && !raw &&
-	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only)) ||
-	    ((f & F_REUSEADDR) && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one)) ||
-	    ((f & F_REUSEPORT) && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)) ||
-	    ((f & F_FREEBIND) && setsockopt(fd, inet ? IPPROTO_IP : IPPROTO_IPV6,
-	                                    inet ? IP_FREEBIND : IPV6_FREEBIND, &one, sizeof one)))
+	if (!inet && r->type != SOCK_RAW &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only))
 		return failfd(fd, st, errno, ST_BIND, "setsockopt");
+	for (size_t i = 0; i < sizeof flag_options / sizeof flag_options[0]; i++) {
+		int level = inet ? flag_options[i].level4 : flag_options[i].level6;
+		int name = inet ? flag_options[i].name4 : flag_options[i].name6;
+		if ((r->flags & flag_options[i].flag) && setsockopt(fd, level, name, &one, sizeof one))
+			return failfd(fd, st, errno, ST_BIND, "setsockopt");
+	}
 	/* Linux >= 5.7 lets anyone bind an unbound socket to a device; older ones need NET_RAW. */
 	if (r->ifname[0] && CAPPED(GCAP_NET_RAW, setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE,
 	                                                    r->ifname, (socklen_t)strlen(r->ifname))))
 		return failfd(fd, st, errno, ST_BIND, "SO_BINDTODEVICE");
 	if ((r->port || r->scope_id || memcmp(r->addr, any, 16)) &&
-	    CAPPED(low ? GCAP_NET_BIND_SERVICE : NO_CAP,
-	           inet ? bind(fd, (struct sockaddr *)&a4, sizeof a4)
-	                : bind(fd, (struct sockaddr *)&a6, sizeof a6)))
+	    CAPPED(low ? GCAP_NET_BIND_SERVICE : NO_CAP, bind(fd, sa, salen)))
 		return failfd(fd, st, errno, ST_BIND, "bind");
-	return r->backlog > 0 && listen(fd, r->backlog) ? failfd(fd, st, errno, ST_BIND, "listen") : fd;
+	if (r->backlog > 0 && listen(fd, r->backlog)) return failfd(fd, st, errno, ST_BIND, "listen");
+	return fd;
+}
+
+static int open_socket(struct gp_req *r, struct gp_status *st)
+{
+	int raw = r->type == SOCK_RAW || r->family == AF_PACKET;
+	int proto = r->family == AF_PACKET ? htons((uint16_t)r->protocol) : r->protocol;
+	int fd = CAPPED(raw ? GCAP_NET_RAW : NO_CAP, socket(r->family, r->type | SOCK_CLOEXEC, proto));
+	if (fd < 0) return failfd(-1, st, errno, ST_OPEN, "socket");
+	if (r->family == AF_PACKET) return bind_packet(fd, r, st);
+	return bind_inet(fd, r, st);
 }
 
 /* /dev/net/tun, the only entry of the compiled-in device allowlist. */
@@ -308,45 +346,109 @@ static int open_tun_dev(struct gp_status *st)
 	return fd;
 }
 
+static int open_device(struct gp_req *r, struct gp_status *st)
+{
+	(void)r;
+	return open_tun_dev(st);
+}
+
 static int admin_ioctl(int s, unsigned long req, void *arg)
 {
 	return CAPPED(GCAP_NET_ADMIN, ioctl(s, req, arg));
 }
 
-/* Configure-on-create, for the device just created and nothing else. */
+/* ---- configure-on-create: one step per setting, for the device just created ---- */
+
+struct link {
+	const struct gp_req *r;
+	int s4, s6; /* control sockets; s6 only when an IPv6 address is asked for */
+	struct ifreq ifr;
+};
+
+static int set_mtu(struct link *l)
+{
+	l->ifr.ifr_mtu = (int)l->r->mtu;
+	return admin_ioctl(l->s4, SIOCSIFMTU, &l->ifr);
+}
+
+static void put_in4(struct ifreq *ifr, uint32_t be)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	sin.sin_addr.s_addr = be;
+	memcpy(&ifr->ifr_addr, &sin, sizeof sin);
+}
+
+static int set_addr4(struct link *l)
+{
+	uint32_t be;
+	memcpy(&be, l->r->addr4, 4);
+	put_in4(&l->ifr, be);
+	return admin_ioctl(l->s4, SIOCSIFADDR, &l->ifr);
+}
+
+static int set_mask4(struct link *l)
+{
+	unsigned plen = l->r->prefix4;
+	put_in4(&l->ifr, htonl(plen == 32 ? ~0u : ~(~0u >> plen)));
+	return admin_ioctl(l->s4, SIOCSIFNETMASK, &l->ifr);
+}
+
+static int set_addr6(struct link *l)
+{
+	struct in6_ifreq i6 = { .ifr6_prefixlen = l->r->prefix6 };
+	if (ioctl(l->s6, SIOCGIFINDEX, &l->ifr)) return -1;
+	i6.ifr6_ifindex = l->ifr.ifr_ifindex;
+	memcpy(&i6.ifr6_addr, l->r->addr6, 16);
+	return admin_ioctl(l->s6, SIOCSIFADDR, &i6);
+}
+
+static int set_up(struct link *l)
+{
+	if (ioctl(l->s4, SIOCGIFFLAGS, &l->ifr)) return -1;
+	l->ifr.ifr_flags |= IFF_UP;
+	return admin_ioctl(l->s4, SIOCSIFFLAGS, &l->ifr);
+}
+
+static int want_mtu(const struct gp_req *r) { return r->mtu != 0; }
+static int want_addr4(const struct gp_req *r) { return r->prefix4 != 0; }
+static int want_addr6(const struct gp_req *r) { return r->prefix6 != 0; }
+static int want_up(const struct gp_req *r) { return (r->tun_options & T_UP) != 0; }
+
+/* In this order; gp_authorize has checked the MTU and addresses against the rule. */
+static const struct {
+	int (*wanted)(const struct gp_req *r);
+	int (*apply)(struct link *l);
+	const char *what;
+} configure_steps[] = {
+	{ want_mtu, set_mtu, "SIOCSIFMTU" },
+	{ want_addr4, set_addr4, "SIOCSIFADDR" },
+	{ want_addr4, set_mask4, "SIOCSIFNETMASK" },
+	{ want_addr6, set_addr6, "inet6 SIOCSIFADDR" },
+	{ want_up, set_up, "SIOCSIFFLAGS" },
+};
+
 static int configure(const struct gp_req *r, struct gp_status *st)
 {
-	struct ifreq ifr = { 0 };
-	struct in6_ifreq i6 = { .ifr6_prefixlen = r->prefix6 };
-	struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
-	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), s6 = -1, rc = s < 0, e;
+	struct link l = { .r = r, .s4 = -1, .s6 = -1 };
 	const char *what = "socket";
-	memcpy(ifr.ifr_name, r->ifname, IFNAMSIZ);
-	if (!rc && r->mtu)
-		ifr.ifr_mtu = (int)r->mtu, what = "SIOCSIFMTU", rc = admin_ioctl(s, SIOCSIFMTU, &ifr);
-	if (!rc && r->prefix4) {
-		sin->sin_family = AF_INET;
-		memcpy(&sin->sin_addr, r->addr4, 4);
-		what = "SIOCSIFADDR", rc = admin_ioctl(s, SIOCSIFADDR, &ifr);
-		sin->sin_addr.s_addr = htonl(r->prefix4 == 32 ? ~0u : ~(~0u >> r->prefix4));
-		if (!rc) what = "SIOCSIFNETMASK", rc = admin_ioctl(s, SIOCSIFNETMASK, &ifr);
+	int rc = 0;
+	int e = 0;
+	memcpy(l.ifr.ifr_name, r->ifname, IFNAMSIZ);
+	l.s4 = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (r->prefix6 && l.s4 >= 0) l.s6 = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	rc = l.s4 < 0 || (r->prefix6 && l.s6 < 0);
+	for (size_t i = 0; !rc && i < sizeof configure_steps / sizeof configure_steps[0]; i++) {
+		if (!configure_steps[i].wanted(r)) continue;
+		what = configure_steps[i].what;
+		rc = configure_steps[i].apply(&l);
 	}
-	if (!rc && r->prefix6) {
-		memcpy(&i6.ifr6_addr, r->addr6, 16);
-		what = "inet6 SIOCSIFADDR";
-		rc = (s6 = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0 || ioctl(s6, SIOCGIFINDEX, &ifr) ||
-		     (i6.ifr6_ifindex = ifr.ifr_ifindex, admin_ioctl(s6, SIOCSIFADDR, &i6));
-	}
-	if (!rc && (r->tun_options & T_UP))
-		what = "SIOCSIFFLAGS", rc = ioctl(s, SIOCGIFFLAGS, &ifr) ||
-		                            (ifr.ifr_flags |= IFF_UP, admin_ioctl(s, SIOCSIFFLAGS, &ifr));
 	e = errno;
-	if (s6 >= 0) close(s6);
-	if (s >= 0) close(s);
+	if (l.s6 >= 0) close(l.s6);
+	if (l.s4 >= 0) close(l.s4);
 	return rc ? failfd(-1, st, e, ST_CONFIGURE, what) : 0;
 }
 
-static int open_tun(struct gp_req *r, struct gp_status *st)
+static int create_tun(struct gp_req *r, struct gp_status *st)
 {
 	struct ifreq ifr = { 0 };
 	int fd = open_tun_dev(st);
@@ -359,21 +461,163 @@ static int open_tun(struct gp_req *r, struct gp_status *st)
 	r->ifname[IFNAMSIZ - 1] = '\0';
 	if (ioctl(fd, TUNSETOWNER, (unsigned long)me.uid))
 		return failfd(fd, st, errno, ST_CONFIGURE, "TUNSETOWNER");
-	if (configure(r, st)) return close(fd), -1;
-	/* Persist last, so that any failure above leaves no device behind. */
+	if (configure(r, st)) {
+		close(fd);
+		return -1;
+	}
+	/* Persist last, so that any failure above leaves no device behind. The holder could
+	 * set it itself (POLICY.md): it is a convenience, not a grant. */
 	if ((r->tun_options & T_PERSIST) && ioctl(fd, TUNSETPERSIST, 1ul))
 		return failfd(fd, st, errno, ST_CONFIGURE, "TUNSETPERSIST");
 	return fd;
 }
 
+/* ---- attach: to an existing device the caller owns, checked by the kernel's word ---- */
+
+enum { NO_ID = -1 };
+
+/* The name, owner and group of the TUN/TAP device at ifindex, as rtnetlink reports
+ * them (IFLA_LINKINFO: kind "tun", IFLA_INFO_DATA: IFLA_TUN_OWNER/GROUP, absent when
+ * unset). 0 or an errno; *uid and *gid stay NO_ID when unset. */
+static int tun_ids(int ifindex, char name[IFNAMSIZ], uint32_t *uid, uint32_t *gid)
+{
+	static char buf[32768];
+	struct {
+		struct nlmsghdr nh;
+		struct ifinfomsg ifi;
+	} q = { .nh = { .nlmsg_len = sizeof q, .nlmsg_type = RTM_GETLINK, .nlmsg_flags = NLM_F_REQUEST,
+	                .nlmsg_seq = 1 },
+	        .ifi = { .ifi_family = AF_UNSPEC, .ifi_index = ifindex } };
+	const struct nlmsghdr *nh = (const struct nlmsghdr *)buf;
+	int tun = 0;
+	ssize_t n = -1;
+	int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	int e;
+	*uid = (uint32_t)NO_ID;
+	*gid = (uint32_t)NO_ID;
+	name[0] = '\0';
+	if (s < 0) return errno;
+	if (send(s, &q, sizeof q, 0) == (ssize_t)sizeof q) n = recv(s, buf, sizeof buf, MSG_TRUNC);
+	e = errno;
+	close(s);
+	if (n < 0) return e;
+	if ((size_t)n > sizeof buf || !NLMSG_OK(nh, (size_t)n)) return EPROTO;
+	if (nh->nlmsg_type == NLMSG_ERROR && nh->nlmsg_len >= NLMSG_LENGTH(sizeof(struct nlmsgerr)))
+		return -((const struct nlmsgerr *)NLMSG_DATA(nh))->error;
+	if (nh->nlmsg_type != RTM_NEWLINK || nh->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifinfomsg)))
+		return EPROTO;
+	int len = (int)IFLA_PAYLOAD(nh);
+	for (const struct rtattr *a = IFLA_RTA(NLMSG_DATA(nh)); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+		if (a->rta_type == IFLA_IFNAME && RTA_PAYLOAD(a) <= IFNAMSIZ) {
+			memcpy(name, RTA_DATA(a), RTA_PAYLOAD(a));
+			name[IFNAMSIZ - 1] = '\0';
+		}
+		if (a->rta_type != IFLA_LINKINFO) continue;
+		int l1 = (int)RTA_PAYLOAD(a);
+		for (const struct rtattr *b = RTA_DATA(a); RTA_OK(b, l1); b = RTA_NEXT(b, l1)) {
+			if (b->rta_type == IFLA_INFO_KIND)
+				tun = RTA_PAYLOAD(b) == 4 && !memcmp(RTA_DATA(b), "tun", 4);
+			if (b->rta_type != IFLA_INFO_DATA) continue;
+			int l2 = (int)RTA_PAYLOAD(b);
+			for (const struct rtattr *c = RTA_DATA(b); RTA_OK(c, l2); c = RTA_NEXT(c, l2)) {
+				if (RTA_PAYLOAD(c) != 4) continue;
+				if (c->rta_type == IFLA_TUN_OWNER) memcpy(uid, RTA_DATA(c), 4);
+				if (c->rta_type == IFLA_TUN_GROUP) memcpy(gid, RTA_DATA(c), 4);
+			}
+		}
+	}
+	return tun ? 0 : ENODEV;
+}
+
+/* The kernel's own rule (tun_not_capable) for the caller, without CAP_NET_ADMIN and
+ * with the caller's groups, minus one thing: an ownerless device is nobody's. */
+static int callers_device(uint32_t uid, uint32_t gid)
+{
+	if (uid == (uint32_t)NO_ID && gid == (uint32_t)NO_ID) return 0;
+	if (uid != (uint32_t)NO_ID && uid != me.uid) return 0;
+	if (gid == (uint32_t)NO_ID || gid == me.gid) return 1;
+	for (int i = 0; i < me.ngroups && i < GP_MAXGROUPS; i++)
+		if (me.groups[i] == gid) return 1;
+	return 0;
+}
+
+/* Check the device before attaching (nothing of another's device is touched), attach
+ * with NET_ADMIN (so a group device works without our dropped groups), then check the
+ * device now attached again by its index: a device replaced meanwhile is refused. */
+static int attach_tun(struct gp_req *r, struct gp_status *st)
+{
+	struct ifreq ifr = { 0 };
+	char name[IFNAMSIZ];
+	uint32_t uid, gid;
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	int fd, err, index;
+	memcpy(ifr.ifr_name, r->ifname, IFNAMSIZ);
+	if (s < 0) return failfd(-1, st, errno, ST_OPEN, "socket");
+	err = ioctl(s, SIOCGIFINDEX, &ifr) ? errno : 0;
+	close(s);
+	if (err) return failfd(-1, st, err, ST_OPEN, "no such device");
+	index = ifr.ifr_ifindex;
+	err = tun_ids(index, name, &uid, &gid);
+	if (err) return failfd(-1, st, err, ST_OPEN, "not a TUN/TAP device");
+	if (!callers_device(uid, gid)) {
+		gp_fail(st, EPERM, ST_POLICY, "policy: %s is not the caller's (owner, group)", r->ifname);
+		return -1;
+	}
+	fd = open_tun_dev(st);
+	if (fd < 0) return -1;
+	ifr.ifr_flags = (short)r->tun_flags;
+	if (admin_ioctl(fd, TUNSETIFF, &ifr)) return failfd(fd, st, errno, ST_OPEN, "TUNSETIFF");
+	err = tun_ids(index, name, &uid, &gid);
+	if (err || strncmp(name, r->ifname, IFNAMSIZ) || !callers_device(uid, gid)) {
+		close(fd);
+		gp_fail(st, EPERM, ST_OPEN, "device %s changed while attaching", r->ifname);
+		return -1;
+	}
+	return fd;
+}
+
+static int open_tun(struct gp_req *r, struct gp_status *st)
+{
+	if (r->tun_options & T_ATTACH) return attach_tun(r, st);
+	return create_tun(r, st);
+}
+
+static int hello(struct gp_req *r, struct gp_status *st)
+{
+	(void)r;
+	gp_fail(st, 0, ST_NONE, "gprocket-helper 1 mode=%s uid=%u", mode, me.uid);
+	return -1;
+}
+
+/* Every request op: whether the policy decides it, and what opens its descriptor
+ * (-1 with the status filled when there is none). Anything else never gets here:
+ * gp_parse_request refuses unknown ops. */
+static const struct {
+	uint16_t op;
+	int authorized; /* goes through gp_authorize and the namespace */
+	int (*open)(struct gp_req *r, struct gp_status *st);
+} open_table[] = {
+	{ OP_SOCKET, 1, open_socket },
+	{ OP_TUN, 1, open_tun },
+	{ OP_DEVICE, 1, open_device },
+	{ OP_HELLO, 0, hello },
+};
+
 /* One request from parsed to opened; -1 with st filled when there is no descriptor. */
 static int handle(struct gp_req *r, struct gp_status *st)
 {
-	if (r->op == OP_HELLO)
-		return gp_fail(st, 0, ST_NONE, "gprocket-helper 1 mode=%s uid=%u", mode, me.uid), -1;
-	if (gp_authorize(&pol, &me, r, st) || (r->netns[0] && enter_ns(r->netns, st))) return -1;
-	int fd = r->op == OP_SOCKET ? open_socket(r, st) : r->op == OP_TUN ? open_tun(r, st)
-	                                                                   : open_tun_dev(st);
+	size_t i = 0;
+	int fd;
+	while (i < sizeof open_table / sizeof open_table[0] && open_table[i].op != r->op)
+		i++;
+	if (i == sizeof open_table / sizeof open_table[0]) {
+		gp_fail(st, EINVAL, ST_INTERNAL, "unpermitted request %u", r->op);
+		return -1;
+	}
+	if (!open_table[i].authorized) return open_table[i].open(r, st);
+	if (gp_authorize(&pol, &me, r, st)) return -1;
+	if (r->netns[0] && enter_ns(r->netns, st)) return -1;
+	fd = open_table[i].open(r, st);
 	if (r->netns[0]) leave_ns();
 	return fd;
 }
@@ -390,7 +634,9 @@ static void reply(uint32_t id, const struct gp_status *st, int fd, const char *i
 	                     .msg_controllen = fd >= 0 ? sizeof c.buf : 0 };
 	ssize_t n;
 	gp_put_reply(out, id, st, ifname);
-	c.h.cmsg_level = SOL_SOCKET, c.h.cmsg_type = SCM_RIGHTS, c.h.cmsg_len = CMSG_LEN(sizeof(int));
+	c.h.cmsg_level = SOL_SOCKET;
+	c.h.cmsg_type = SCM_RIGHTS;
+	c.h.cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(&c.h), &fd, sizeof fd);
 	while ((n = sendmsg(0, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
 		;
@@ -446,7 +692,11 @@ static void serve(int broker)
 static int check_policy(void)
 {
 	char line[1200];
-	if (pol.broken) return printf("refused: %s\n", pol.why), fflush(stdout), 1;
+	if (pol.broken) {
+		(void)printf("refused: %s\n", pol.why);
+		(void)fflush(stdout);
+		return 1;
+	}
 	if (printf("# %s\n", polpath[0] ? polpath : "no policy file: defaults") < 0) return 1;
 	for (int i = 0; i < pol.nrules; i++)
 		if (gp_format_rule(&pol.rules[i], line, sizeof line) || printf("%s\n", line) < 0)

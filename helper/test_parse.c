@@ -293,38 +293,35 @@ static void test_tun_config(const struct gp_policy *p, const struct gp_ident *al
 /* Finding 5: SO_REUSEADDR/SO_REUSEPORT on a datagram or raw socket only with `reuse`. */
 static void test_reuse(void)
 {
+	static const char lo[4] = { 127, 0, 0, 1 }, other[4] = { 127, 0, 0, 2 };
+	static const struct {
+		int type, proto, port;
+		const char *addr;
+		uint16_t flags;
+		int want;
+		const char *what;
+	} cases[] = {
+		{ 2, 17, 80, lo, 0, 0, "udp 80" },
+		{ 2, 17, 80, lo, F_REUSEADDR, EPERM, "udp 80 reuseaddr" },
+		{ 2, 17, 80, lo, F_REUSEPORT, EPERM, "udp 80 reuseport" },
+		{ 1, 6, 80, lo, F_REUSEADDR | F_REUSEPORT, 0, "tcp 80 reuse: no listener is shared" },
+		{ 2, 17, 53, lo, F_REUSEADDR, 0, "udp 53 reuse granted" },
+		{ 2, 17, 53, other, F_REUSEADDR, EPERM, "udp 53 reuse at another address" },
+		{ 2, 17, 8080, NULL, F_REUSEADDR, EPERM, "udp 8080 reuse: no rule names it" },
+		{ 3, 1, 0, NULL, F_REUSEADDR, EPERM, "raw icmp reuse" },
+		{ 2, 1, 0, NULL, F_REUSEPORT, EPERM, "ping socket reuse" },
+	};
 	struct gp_policy *p = calloc(1, sizeof *p);
 	const struct gp_ident bob = { 1003, 1003, 0, { 0 } };
-	const char lo[4] = { 127, 0, 0, 1 }, other[4] = { 127, 0, 0, 2 };
-	struct gp_req r;
 	if (!p) return;
 	parse_policy("allow * bind udp,tcp 80\nallow * bind udp 53 127.0.0.1 reuse\n"
 	             "allow * raw icmp\n", p);
 	CHECK(!p->broken, "reuse policy: %s", p->why);
-	r = sock(2, 2, 17, 80, lo);
-	CHECK(authz(p, &bob, r) == 0, "udp 80");
-	r.flags = F_REUSEADDR;
-	CHECK(authz(p, &bob, r) == EPERM, "udp 80 reuseaddr");
-	r.flags = F_REUSEPORT;
-	CHECK(authz(p, &bob, r) == EPERM, "udp 80 reuseport");
-	r = sock(2, 1, 6, 80, lo);
-	r.flags = F_REUSEADDR | F_REUSEPORT;
-	CHECK(authz(p, &bob, r) == 0, "tcp 80 reuse: a listener cannot be shared across users");
-	r = sock(2, 2, 17, 53, lo);
-	r.flags = F_REUSEADDR;
-	CHECK(authz(p, &bob, r) == 0, "udp 53 reuse granted");
-	r = sock(2, 2, 17, 53, other);
-	r.flags = F_REUSEADDR;
-	CHECK(authz(p, &bob, r) == EPERM, "udp 53 reuse at another address");
-	r = sock(2, 2, 17, 8080, NULL);
-	r.flags = F_REUSEADDR;
-	CHECK(authz(p, &bob, r) == EPERM, "udp 8080 reuse: no rule names it");
-	r = sock(2, 3, 1, 0, NULL);
-	r.flags = F_REUSEADDR;
-	CHECK(authz(p, &bob, r) == EPERM, "raw icmp reuse");
-	r = sock(2, 2, 1, 0, NULL);
-	r.flags = F_REUSEPORT;
-	CHECK(authz(p, &bob, r) == EPERM, "ping socket reuse");
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct gp_req r = sock(2, cases[i].type, cases[i].proto, cases[i].port, cases[i].addr);
+		r.flags = cases[i].flags;
+		CHECK(authz(p, &bob, r) == cases[i].want, "%s", cases[i].what);
+	}
 	free(p);
 }
 

@@ -8,6 +8,7 @@ the helper before these rules existed (docs/SECURITY.md, findings table).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pwd
 import subprocess
@@ -25,24 +26,20 @@ pytestmark = pytest.mark.privileged
 ATTACKER_GROUP = "nogroup"
 
 # One call's outcome as JSON: what was opened, or the error with every rung's errno.
-ATTEMPT = """
-import errno, fcntl, json, socket, struct, sys
+ATTEMPT = priv.OUTCOME_PRELUDE + """
+import fcntl, socket, struct, sys
 import gprocket
 from gprocket import tuntap
-
-def code(number):
-    return errno.errorcode.get(number) if number else None
 
 def attempt(call):
     try:
         got = call()
     except Exception as err:
-        return None, {"error": type(err).__name__, "errno": code(getattr(err, "errno", None)),
-                      "attempts": [[a.rung, code(a.errno)] for a in getattr(err, "attempts", ())],
-                      "message": str(err)}
+        return None, failure(err)
     name = getattr(got, "name", None)
     return got, {"name": name if isinstance(name, str) else None, "rung": got.rung}
 """
+refused_with = priv.refused_with
 
 
 def fill(template: str, **values: object) -> str:
@@ -50,12 +47,6 @@ def fill(template: str, **values: object) -> str:
     for name, value in values.items():
         template = template.replace(f"@{name}@", repr(value))
     return template
-
-
-def refused_with(outcome: dict[str, Any], name: str) -> bool:
-    """The call failed and the kernel's or the helper's errno was `name`."""
-    errnos = {outcome.get("errno")} | {err for _, err in outcome.get("attempts", [])}
-    return "error" in outcome and name in errnos
 
 
 @pytest.fixture(scope="module")
@@ -75,36 +66,24 @@ def install(installed_helper: Callable[..., Path]) -> Callable[[str], Path]:
     return make
 
 
-@pytest.fixture
-def attacker(nobody: priv.User) -> Iterator[Callable[[str], subprocess.Popen[str]]]:
-    """Start a program as nobody that reports on stdout and holds what it got until stdin ends."""
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(code: str) -> subprocess.Popen[str]:
-        proc = priv.popen_argv(nobody, [priv.VENV_PYTHON, "-c", code], stdin=subprocess.PIPE)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
+@contextlib.contextmanager
+def holding(user: priv.User, code: str) -> Iterator[Any]:
+    """Run `code` as `user`; yield the JSON line it prints while it still holds what it
+    got (until its stdin ends); then check it ended well."""
+    proc = priv.popen_argv(user, [priv.VENV_PYTHON, "-c", code], stdin=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            _, err = proc.communicate(timeout=30)
+            pytest.fail(f"the attacker exited with {proc.returncode} before reporting:\n{err}")
+        yield json.loads(line)
+        out, err = proc.communicate(input="", timeout=60)
+        assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
+    finally:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate(timeout=30)
-
-
-def report(proc: subprocess.Popen[str]) -> Any:
-    """The JSON line the attacker prints once it holds what it could get."""
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        _, err = proc.communicate(timeout=30)
-        pytest.fail(f"the attacker exited with {proc.returncode} before reporting:\n{err}")
-    return json.loads(line)
-
-
-def release(proc: subprocess.Popen[str]) -> None:
-    out, err = proc.communicate(input="", timeout=60)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
+            proc.communicate(timeout=30)
 
 
 def route_dev(netns: priv.Netns, *argv: str) -> str | None:
@@ -123,12 +102,12 @@ def link(netns: priv.Netns, name: str) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------- finding 1: route hijack
 
-HIJACK = ATTEMPT + """
-ns, helper = @NS@, @HELPER@
+# Open one device per case (name, options), report every outcome, hold them until stdin ends.
+OPEN_HELD = ATTEMPT + """
 held, outcomes = [], {}
-for name, kw in [("gp1", {"address": "128.0.0.1/1"}), ("gp0", {"address6": "2000::1/3"})]:
-    dev, outcomes[name] = attempt(lambda: tuntap.open(name, up=True, namespace=ns, helper=helper,
-                                                     **kw))
+for case, (name, kw) in @CASES@.items():
+    dev, outcomes[case] = attempt(lambda: tuntap.open(name, up=True, namespace=@NS@,
+                                                     helper=@HELPER@, **kw))
     held.append(dev)
 print(json.dumps(outcomes), flush=True)
 sys.stdin.read()
@@ -136,12 +115,13 @@ sys.stdin.read()
 
 
 def test_tun_rule_without_networks_configures_no_address(
-    netns: priv.Netns, install: Callable[[str], Path], attacker: Any,
+    netns: priv.Netns, install: Callable[[str], Path], nobody: priv.User,
 ) -> None:
     helper = install(f"allow * tun gp*\nallow * netns {netns.name}\n")
-    proc = attacker(fill(HIJACK, NS=netns.name, HELPER=str(helper)))
-    outcomes = report(proc)
-    try:
+    cases = {"gp1": ("gp1", {"address": "128.0.0.1/1"}),
+             "gp0": ("gp0", {"address6": "2000::1/3"})}
+    with holding(nobody, fill(OPEN_HELD, CASES=cases, NS=netns.name,
+                              HELPER=str(helper))) as outcomes:
         for name in ("gp1", "gp0"):
             assert refused_with(outcomes[name], "EPERM"), outcomes[name]
             assert "address" in outcomes[name]["message"], outcomes[name]
@@ -149,39 +129,24 @@ def test_tun_rule_without_networks_configures_no_address(
         # Root's traffic to the world is not routed into the attacker's device.
         assert route_dev(netns, "route", "get", "198.51.100.7") in (None, "lo")
         assert route_dev(netns, "-6", "route", "get", "2606:4700::1111") in (None, "lo")
-    finally:
-        release(proc)
-
-
-GRANTED = ATTEMPT + """
-ns, helper = @NS@, @HELPER@
-cases = {
-    "inside": dict(address="10.9.0.1/24", address6="fd00:9::1/64", mtu=1400),
-    "narrower": dict(address="10.9.0.77/32"),
-    "outside": dict(address="10.9.1.1/24"),
-    "wider": dict(address="10.9.0.1/23"),
-    "wider6": dict(address6="fd00:9::1/48"),
-    "hijack6": dict(address6="2000::1/3"),
-    "mtu": dict(mtu=9000),
-}
-held, outcomes = [], {}
-for i, (case, kw) in enumerate(cases.items()):
-    dev, outcomes[case] = attempt(lambda: tuntap.open(f"gp{i}", up=True, namespace=ns,
-                                                     helper=helper, **kw))
-    held.append(dev)
-print(json.dumps(outcomes), flush=True)
-sys.stdin.read()
-"""
 
 
 def test_tun_grant_bounds_addresses_prefixes_and_mtu(
-    netns: priv.Netns, install: Callable[[str], Path], attacker: Any,
+    netns: priv.Netns, install: Callable[[str], Path], nobody: priv.User,
 ) -> None:
     helper = install(f"allow * tun gp* net 10.9.0.0/24,fd00:9::/64 mtu 1280-1500\n"
                      f"allow * netns {netns.name}\n")
-    proc = attacker(fill(GRANTED, NS=netns.name, HELPER=str(helper)))
-    outcomes = report(proc)
-    try:
+    cases = {
+        "inside": ("gp0", {"address": "10.9.0.1/24", "address6": "fd00:9::1/64", "mtu": 1400}),
+        "narrower": ("gp1", {"address": "10.9.0.77/32"}),
+        "outside": ("gp2", {"address": "10.9.1.1/24"}),
+        "wider": ("gp3", {"address": "10.9.0.1/23"}),
+        "wider6": ("gp4", {"address6": "fd00:9::1/48"}),
+        "hijack6": ("gp5", {"address6": "2000::1/3"}),
+        "mtu": ("gp6", {"mtu": 9000}),
+    }
+    with holding(nobody, fill(OPEN_HELD, CASES=cases, NS=netns.name,
+                              HELPER=str(helper))) as outcomes:
         assert outcomes["inside"] == {"name": "gp0", "rung": "broker"}, outcomes
         assert outcomes["narrower"]["name"] == "gp1", outcomes
         for case in ("outside", "wider", "wider6", "hijack6", "mtu"):
@@ -196,8 +161,6 @@ def test_tun_grant_bounds_addresses_prefixes_and_mtu(
             theirs
         assert route_dev(netns, "route", "get", "10.9.0.2") == "gp0"
         assert route_dev(netns, "route", "get", "10.9.1.2") is None
-    finally:
-        release(proc)
 
 
 # ---------------------------------------------------------------- finding 3: what a holder can do
@@ -330,16 +293,14 @@ print(json.dumps(outcome), flush=True)
 
 
 def test_udp_reuseaddr_cannot_steal_roots_datagrams(
-    netns: priv.Netns, install: Callable[[str], Path], attacker: Any,
+    netns: priv.Netns, install: Callable[[str], Path], nobody: priv.User,
 ) -> None:
     helper = install(f"allow * bind udp 80\nallow * netns {netns.name}\n")
     root = netns.popen([priv.VENV_PYTHON, "-c", ROOT_UDP])
     try:
         assert root.stdout is not None
         assert root.stdout.readline().strip() == "ready"
-        proc = attacker(fill(STEAL, NS=netns.name, HELPER=str(helper)))
-        outcome = report(proc)
-        try:
+        with holding(nobody, fill(STEAL, NS=netns.name, HELPER=str(helper))) as outcome:
             assert refused_with(outcome, "EPERM"), outcome
             assert "reuse" in outcome["message"], outcome
             send = ("import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
@@ -347,8 +308,6 @@ def test_udp_reuseaddr_cannot_steal_roots_datagrams(
             netns.exec([priv.VENV_PYTHON, "-c", send])
             out, err = root.communicate(timeout=30)
             assert json.loads(out.splitlines()[-1]) == {"root_got": "for-root"}, err
-        finally:
-            release(proc)
     finally:
         if root.poll() is None:
             root.kill()

@@ -22,29 +22,19 @@ pytestmark = pytest.mark.privileged
 EXAMPLES = priv.EXAMPLES
 
 # Outcome of one call as JSON: the device's name, or the error and its errnos.
-ATTEMPT = """
-import errno, json, sys
+ATTEMPT = priv.OUTCOME_PRELUDE + """
+import sys
 from gprocket import tuntap
-
-def code(number):
-    return errno.errorcode.get(number) if number else None
 
 def attempt(call):
     try:
         device = call()
     except Exception as err:
-        return {"error": type(err).__name__, "errno": code(getattr(err, "errno", None)),
-                "attempts": [[a.rung, code(a.errno)] for a in getattr(err, "attempts", ())],
-                "message": str(err)}
+        return failure(err)
     with device:
         return {"name": device.name, "rung": device.rung, "persist": device.persist}
 """
-
-
-def refused_with(outcome: dict[str, Any], name: str) -> bool:
-    """The call failed and the kernel's or the helper's errno was `name`."""
-    errnos = {outcome.get("errno")} | {err for _, err in outcome.get("attempts", [])}
-    return "error" in outcome and name in errnos
+refused_with = priv.refused_with
 
 
 # The networks and MTUs the scenarios below configure, granted by name (POLICY.md).

@@ -409,6 +409,28 @@ static int set_up(struct link *l)
 	return admin_ioctl(l->s4, SIOCSIFFLAGS, &l->ifr);
 }
 
+/* A router advertisement the holder writes into its own device would add routes the
+ * policy never granted (an on-link 2000::/3, a default route via the device): the
+ * kernel processes none on a device the helper made. No IPv6 (no such file): none. */
+static int no_router_ads(struct link *l)
+{
+	char path[80];
+	int fd;
+	ssize_t n;
+	snprintf(path, sizeof path, "/proc/sys/net/ipv6/conf/%.15s/accept_ra", l->r->ifname);
+	fd = CAPPED(GCAP_NET_ADMIN, open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY));
+	if (fd < 0) return errno == ENOENT ? 0 : -1;
+	n = CAPPED(GCAP_NET_ADMIN, write(fd, "0\n", 2)); /* sysctl checks each write too */
+	close(fd);
+	return n == 2 ? 0 : -1;
+}
+
+static int want_always(const struct gp_req *r)
+{
+	(void)r;
+	return 1;
+}
+
 static int want_mtu(const struct gp_req *r) { return r->mtu != 0; }
 static int want_addr4(const struct gp_req *r) { return r->prefix4 != 0; }
 static int want_addr6(const struct gp_req *r) { return r->prefix6 != 0; }
@@ -420,6 +442,7 @@ static const struct {
 	int (*apply)(struct link *l);
 	const char *what;
 } configure_steps[] = {
+	{ want_always, no_router_ads, "accept_ra" },
 	{ want_mtu, set_mtu, "SIOCSIFMTU" },
 	{ want_addr4, set_addr4, "SIOCSIFADDR" },
 	{ want_addr4, set_mask4, "SIOCSIFNETMASK" },

@@ -163,6 +163,50 @@ def test_tun_grant_bounds_addresses_prefixes_and_mtu(
         assert route_dev(netns, "route", "get", "10.9.1.2") is None
 
 
+# The holder writes a router advertisement into its own device: an on-link 2000::/3 and a
+# default route via the device, were the kernel to process it (accept_ra is 1 by default).
+ROUTER_AD = ATTEMPT + """
+import time
+
+def checksum(data):
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+src = socket.inet_pton(socket.AF_INET6, "fe80::2")
+dst = socket.inet_pton(socket.AF_INET6, "ff02::1")
+prefix = struct.pack("!BBBBIII16s", 3, 4, 3, 0xC0, 86400, 14400, 0,
+                     socket.inet_pton(socket.AF_INET6, "2000::"))
+body = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0) + prefix
+body = body[:2] + struct.pack("!H", checksum(src + dst + struct.pack("!I3xB", len(body), 58)
+                                             + body)) + body[4:]
+packet = struct.pack("!IHBB16s16s", 6 << 28, len(body), 58, 255, src, dst) + body
+dev, outcome = attempt(lambda: tuntap.open("gp0", up=True, address6="fd00:9::1/64",
+                                           namespace=@NS@, helper=@HELPER@))
+if dev is not None:
+    time.sleep(2.5)  # until the link-local address has passed duplicate detection
+    for _ in range(3):
+        dev.write(packet)
+        time.sleep(0.2)
+print(json.dumps(outcome), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_router_advertisement_into_the_device_adds_no_route(
+    netns: priv.Netns, install: Callable[[str], Path], nobody: priv.User,
+) -> None:
+    helper = install(f"allow * tun gp* net fd00:9::/64\nallow * netns {netns.name}\n")
+    with holding(nobody, fill(ROUTER_AD, NS=netns.name, HELPER=str(helper))) as outcome:
+        assert outcome == {"name": "gp0", "rung": "broker"}, outcome
+        routes = json.loads(netns.exec(["ip", "-j", "-6", "route", "show"]).stdout)
+        assert {r["dst"] for r in routes} == {"fd00:9::/64", "fe80::/64"}, routes
+        assert route_dev(netns, "-6", "route", "get", "2606:4700::1111") is None
+        accept_ra = netns.exec(["sysctl", "-n", "net.ipv6.conf.gp0.accept_ra"]).stdout
+        assert accept_ra.strip() == "0"
+
+
 # ---------------------------------------------------------------- finding 3: what a holder can do
 
 HOLDER = ATTEMPT + """

@@ -128,15 +128,16 @@ def _valid_name(text: str, *, allow_slash: bool = False) -> bool:
     return bool(_NAME.match(text))
 
 
-def _ports(text: str, line: int) -> tuple[int, int]:
+def _ports(text: str, line: int, what: str = "port", lowest: int = 1) -> tuple[int, int]:
+    """N or N-M inside lowest..65535 (ports 1.., MTUs 68..)."""
     first, sep, last = text.partition("-")
     try:
         low = int(first)
         high = int(last) if sep else low
     except ValueError:
-        raise PolicyError(line, f"bad port range {text!r}") from None
-    if not (1 <= low <= high <= 65535):
-        raise PolicyError(line, f"port range {text!r} outside 1..65535")
+        raise PolicyError(line, f"bad {what} range {text!r}") from None
+    if not (lowest <= low <= high <= 65535):
+        raise PolicyError(line, f"{what} range {text!r} outside {lowest}..65535")
     return low, high
 
 
@@ -247,12 +248,9 @@ def _parse_tun(args: list[str], line: int, subject: str, ident: int | None) -> R
                               ) from None
     if "net" in options and not 1 <= len(nets) <= 8:
         raise PolicyError(line, "net takes 1 to 8 networks")
-    mtu = None
+    mtu: tuple[int, int] | None = None
     if "mtu" in options:
-        low, high = _ports(options["mtu"], line)
-        if low < 68:
-            raise PolicyError(line, f"mtu range {options['mtu']!r} outside 68..65535")
-        mtu = (low, high)
+        mtu = _ports(options["mtu"], line, "mtu", 68)
     return Rule(line, subject, ident, "tun", name=args[0], nets=tuple(nets), mtu=mtu)
 
 

@@ -411,15 +411,20 @@ static int set_up(struct link *l)
 
 /* A router advertisement the holder writes into its own device would add routes the
  * policy never granted (an on-link 2000::/3, a default route via the device): the
- * kernel processes none on a device the helper made. No IPv6 (no such file): none. */
+ * kernel processes none on a device the helper made. A kernel without IPv6 (no
+ * /proc/sys/net/ipv6 where /proc/sys/net is) has nothing to turn off. */
 static int no_router_ads(struct link *l)
 {
 	char path[80];
+	struct stat sb;
 	int fd;
 	ssize_t n;
 	snprintf(path, sizeof path, "/proc/sys/net/ipv6/conf/%.15s/accept_ra", l->r->ifname);
 	fd = CAPPED(GCAP_NET_ADMIN, open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY));
-	if (fd < 0) return errno == ENOENT ? 0 : -1;
+	if (fd < 0 && errno == ENOENT && !stat("/proc/sys/net", &sb) &&
+	    stat("/proc/sys/net/ipv6", &sb) && errno == ENOENT)
+		return 0;
+	if (fd < 0) return -1;
 	n = CAPPED(GCAP_NET_ADMIN, write(fd, "0\n", 2)); /* sysctl checks each write too */
 	close(fd);
 	return n == 2 ? 0 : -1;

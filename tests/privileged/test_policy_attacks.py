@@ -358,6 +358,40 @@ def test_udp_reuseaddr_cannot_steal_roots_datagrams(
         root.communicate(timeout=30)
 
 
+ROOT_TCP = textwrap.dedent("""
+    import socket, sys
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("0.0.0.0", 80))
+    s.listen(5)
+    print("ready", flush=True)
+    sys.stdin.read()
+""")
+
+
+def test_tcp_reuseport_cannot_join_roots_listener(
+    netns: priv.Netns, install: Callable[[str], Path], nobody: priv.User,
+) -> None:
+    """Stream sockets keep their reuse flags without a grant: the kernel lets a
+    SO_REUSEPORT group take only sockets of the same uid."""
+    helper = install(f"allow * bind tcp 80\nallow * netns {netns.name}\n")
+    root = netns.popen([priv.VENV_PYTHON, "-c", ROOT_TCP], stdin=subprocess.PIPE)
+    try:
+        assert root.stdout is not None
+        assert root.stdout.readline().strip() == "ready"
+        code = ATTEMPT + textwrap.dedent(f"""
+            sock, outcome = attempt(lambda: gprocket.open(80, protocol="tcp", reuseport=True,
+                                                          namespace={netns.name!r},
+                                                          helper={str(helper)!r}))
+            print(json.dumps(outcome))
+        """)
+        outcome = priv.run_json(nobody, code)
+        assert refused_with(outcome, "EADDRINUSE"), outcome
+    finally:
+        root.communicate(input="", timeout=30)
+
+
 def test_udp_reuse_with_a_reuse_grant(
     netns: priv.Netns, install: Callable[[str], Path], nobody: priv.User,
 ) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "INSTALL_FIX",
     "SEARCH_PATH",
     "check_runnable",
+    "helper_argv",
     "locate",
     "one_shot",
     "raise_for_reply",
@@ -106,6 +107,14 @@ def check_runnable(path: str) -> str:
     return "caps"
 
 
+def helper_argv(path: str, *, broker: bool, namespace: str | None) -> list[str]:
+    """The helper's command line: PROTOCOL.md's ``[--broker] [--netns NAME]``."""
+    argv = [path, "--broker"] if broker else [path]
+    if namespace is not None:
+        argv += ["--netns", namespace]
+    return argv
+
+
 def sudo_path() -> str:
     """The sudo program; raises RungUnavailable when it is not installed."""
     found = shutil.which("sudo", path=_SUDO_ENV["PATH"])
@@ -154,12 +163,17 @@ def one_shot(
 ) -> int:
     """Start the helper once (through ``sudo -n`` if asked), get one descriptor.
 
+    A namespaced request starts it with ``--netns NAME``: it enters the
+    namespace before it drops its privileges, then serves the request there.
+
     Never blocks the gevent hub and never waits longer than ``timeout``
     for any step. Raises PolicyDenied, OSError (kernel refusal), HelperError
     (the helper misbehaved or timed out) or RungRefused (sudo said no); no
     process or descriptor is left behind on any path.
     """
-    argv = [sudo_path(), "-n", path] if sudo else [path]
+    argv = helper_argv(path, broker=False, namespace=request.namespace)
+    if sudo:
+        argv = [sudo_path(), "-n", *argv]
     try:
         child = spawn(argv, _SUDO_ENV if sudo else None)
     except OSError as err:

@@ -10,19 +10,21 @@ HelperError (the helper misbehaved) also stops it: that is a fault to fix,
 not a missing privilege.
 
 Namespaced requests (``namespace="lab"``): the helper enters
-/run/netns/NAME itself. In-process, only a caller holding CAP_SYS_ADMIN
-(root) can do it, and does it on a fresh native thread (a one-thread gevent
-ThreadPool) that calls setns(2), opens the descriptor and returns to its own
-namespace before exiting: the namespace switch is per thread, so the hub
-thread and its greenlets never leave their namespace. The capabilities rung
-does not enter namespaces (CAP_SYS_ADMIN is far more than the request needs).
+/run/netns/NAME itself, once at start (``--netns NAME``; one broker per
+namespace). In-process, only a caller holding CAP_SYS_ADMIN (root) can do
+it, and does it on a fresh native thread (a one-thread gevent ThreadPool)
+that calls setns(2), opens the descriptor and returns to its own namespace
+before exiting: the namespace switch is per thread, so the hub thread and
+its greenlets never leave their namespace. The capabilities rung does not
+enter namespaces (CAP_SYS_ADMIN is far more than the request needs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from gevent.threadpool import ThreadPool
@@ -79,7 +81,14 @@ def _setns(fd: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
-def _enter_and_run(namespace: str, work: Callable[[], T]) -> T:
+@contextlib.contextmanager
+def thread_in_namespace(namespace: str) -> Iterator[None]:
+    """Run this thread inside /run/netns/NAMESPACE for the block, then back.
+
+    Needs CAP_SYS_ADMIN. The switch is per thread: use it on a thread of
+    your own (``in_namespace``), or around a block that never yields to
+    other greenlets (tests/support/lab.py). Sockets made inside stay there.
+    """
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
@@ -93,11 +102,16 @@ def _enter_and_run(namespace: str, work: Callable[[], T]) -> T:
         finally:
             os.close(target)
         try:
-            return work()
+            yield
         finally:
             _setns(home)
     finally:
         os.close(home)
+
+
+def _enter_and_run(namespace: str, work: Callable[[], T]) -> T:
+    with thread_in_namespace(namespace):
+        return work()
 
 
 def in_namespace(namespace: str, work: Callable[[], T]) -> T:
@@ -199,7 +213,7 @@ class BrokerStrategy:
 
     def acquire(self, request: Request) -> int:
         """Ask this process's broker (started on first use)."""
-        return get_broker(locate(self.helper)).request(request)
+        return get_broker(locate(self.helper), request.namespace).request(request)
 
 
 class HelperStrategy:

@@ -37,7 +37,7 @@ from typing import Any
 import gevent.monkey
 import gevent.socket
 
-from ._api import acquire
+from ._api import acquire_in_thread
 from ._errors import PrivilegeError
 from ._ladder import DEFAULT_ORDER
 from ._spec import SocketRequest
@@ -185,7 +185,8 @@ def _acquire_fd(request: SocketRequest, denied: PermissionError) -> int:
     """The descriptor from the ladder; its failure is raised from the original denial."""
     try:
         with _ladder_call():
-            return acquire(request, strategies=_strategies()).fd
+            # Programs call from any native thread: leave none with a stray hub.
+            return acquire_in_thread(request, strategies=_strategies()).fd
     except PrivilegeError as failure:
         raise failure from denied
 

@@ -54,6 +54,12 @@ static int zero(const uint8_t *p, size_t n)
 	return 1;
 }
 
+/* The request's bytes from wire offset `from` up to `to` (RQ_*) are all zero. */
+static int zero_span(const uint8_t *b, enum gp_wire_req from, enum gp_wire_req to)
+{
+	return zero(b + from, (size_t)(to - from));
+}
+
 /* At most max bytes of A-Z a-z 0-9 . _ - (and / if slash), not starting with . or -. */
 static int valid_str(const char *s, size_t max, int slash)
 {
@@ -85,7 +91,8 @@ static int req_socket(const uint8_t *b, struct gp_req *r, struct gp_status *st)
 {
 	int t = r->type;
 	int inet = r->family == FAM_INET || r->family == FAM_INET6;
-	if (!zero(b + 104, 32) || !zero(b + 136, 34)) return BAD("device/tun fields set for SOCKET");
+	if (!zero_span(b, RQ_DEVICE, RQ_TUN_FLAGS) || !zero_span(b, RQ_TUN_FLAGS, RQ_RESERVED1))
+		return BAD("device/tun fields set for SOCKET");
 	if (r->flags & ~0xFu) return BAD("unknown flag bits 0x%x", r->flags);
 	if (t != TY_STREAM && t != TY_DGRAM && t != TY_RAW && t != TY_SEQPACKET)
 		return BAD("socket type %d not allowed", t);
@@ -109,7 +116,8 @@ static int req_socket(const uint8_t *b, struct gp_req *r, struct gp_status *st)
 static int req_tun(const uint8_t *b, struct gp_req *r, struct gp_status *st)
 {
 	uint32_t mode = r->tun_flags & 3;
-	if (!zero(b + 14, 42) || !zero(b + 104, 32)) return BAD("socket/device fields set for TUN");
+	if (!zero_span(b, RQ_FLAGS, RQ_IFNAME) || !zero_span(b, RQ_DEVICE, RQ_TUN_FLAGS))
+		return BAD("socket/device fields set for TUN");
 	if ((mode != TF_TUN && mode != TF_TAP) || (r->tun_flags & ~(3u | TF_MULTI_QUEUE | TF_NO_PI)))
 		return BAD("tun_flags 0x%x invalid", r->tun_flags);
 	if (r->mtu && (r->mtu < 68 || r->mtu > 65535)) return BAD("mtu out of range");
@@ -127,7 +135,7 @@ static int req_tun(const uint8_t *b, struct gp_req *r, struct gp_status *st)
 
 static int req_device(const uint8_t *b, struct gp_req *r, struct gp_status *st)
 {
-	if (!zero(b + 14, 58) || !zero(b + 136, 34) || !r->device[0])
+	if (!zero_span(b, RQ_FLAGS, RQ_NETNS) || !zero_span(b, RQ_TUN_FLAGS, RQ_RESERVED1) || !r->device[0])
 		return BAD("DEVICE takes a device name and netns only");
 	return 0;
 }
@@ -135,7 +143,7 @@ static int req_device(const uint8_t *b, struct gp_req *r, struct gp_status *st)
 static int req_hello(const uint8_t *b, struct gp_req *r, struct gp_status *st)
 {
 	(void)r;
-	return zero(b + 14, 156) ? 0 : BAD("HELLO fields must be zero");
+	return zero_span(b, RQ_FLAGS, RQ_RESERVED1) ? 0 : BAD("HELLO fields must be zero");
 }
 
 static const struct {
@@ -152,31 +160,34 @@ int gp_parse_request(const uint8_t *b, size_t len, struct gp_req *r, struct gp_s
 {
 	memset(r, 0, sizeof *r);
 	gp_fail(st, 0, ST_NONE, "ok");
-	if (len >= 12) r->id = le32(b + 8);
+	if (len >= RQ_OP) r->id = le32(b + RQ_ID);
 	if (len != GP_REQ_SIZE)
 		return gp_fail(st, EMSGSIZE, ST_PARSE, "request must be exactly 192 bytes");
-	if (memcmp(b, "GPRQ", 4)) return BAD("bad magic");
-	if (le16(b + 4) != 1) return gp_fail(st, EPROTO, ST_PARSE, "version %u unsupported", le16(b + 4));
-	if (le16(b + 6) != GP_REQ_SIZE || !zero(b + 30, 2) || !zero(b + 170, 22))
+	if (memcmp(b + RQ_MAGIC, "GPRQ", 4)) return BAD("bad magic");
+	if (le16(b + RQ_VERSION) != 1)
+		return gp_fail(st, EPROTO, ST_PARSE, "version %u unsupported", le16(b + RQ_VERSION));
+	if (le16(b + RQ_SIZE) != GP_REQ_SIZE || !zero_span(b, RQ_RESERVED0, RQ_ADDR) ||
+	    !zero_span(b, RQ_RESERVED1, RQ_END))
 		return BAD("bad size field or reserved bytes");
-	r->op = le16(b + 12);
-	r->flags = le16(b + 14);
-	r->family = (int32_t)le32(b + 16);
-	r->type = (int32_t)le32(b + 20);
-	r->protocol = (int32_t)le32(b + 24);
-	r->port = le16(b + 28);
-	memcpy(r->addr, b + 32, 16);
-	r->scope_id = le32(b + 48);
-	r->backlog = (int32_t)le32(b + 52);
-	r->tun_flags = le32(b + 136);
-	r->mtu = le32(b + 140);
-	r->tun_options = le32(b + 144);
-	memcpy(r->addr4, b + 148, 4);
-	memcpy(r->addr6, b + 152, 16);
-	r->prefix4 = b[168];
-	r->prefix6 = b[169];
-	if (!name_field(b + 56, 16, 0, r->ifname) || !name_field(b + 72, 32, 0, r->netns) ||
-	    !name_field(b + 104, 32, 1, r->device))
+	r->op = le16(b + RQ_OP);
+	r->flags = le16(b + RQ_FLAGS);
+	r->family = (int32_t)le32(b + RQ_FAMILY);
+	r->type = (int32_t)le32(b + RQ_TYPE);
+	r->protocol = (int32_t)le32(b + RQ_PROTOCOL);
+	r->port = le16(b + RQ_PORT);
+	memcpy(r->addr, b + RQ_ADDR, sizeof r->addr);
+	r->scope_id = le32(b + RQ_SCOPE_ID);
+	r->backlog = (int32_t)le32(b + RQ_BACKLOG);
+	r->tun_flags = le32(b + RQ_TUN_FLAGS);
+	r->mtu = le32(b + RQ_MTU);
+	r->tun_options = le32(b + RQ_TUN_OPTIONS);
+	memcpy(r->addr4, b + RQ_TUN_ADDR4, sizeof r->addr4);
+	memcpy(r->addr6, b + RQ_TUN_ADDR6, sizeof r->addr6);
+	r->prefix4 = b[RQ_TUN_PREFIX4];
+	r->prefix6 = b[RQ_TUN_PREFIX6];
+	if (!name_field(b + RQ_IFNAME, sizeof r->ifname, 0, r->ifname) ||
+	    !name_field(b + RQ_NETNS, sizeof r->netns, 0, r->netns) ||
+	    !name_field(b + RQ_DEVICE, sizeof r->device, 1, r->device))
 		return BAD("bad ifname/netns/device name");
 	for (size_t i = 0; i < COUNT(parse_table); i++)
 		if (parse_table[i].op == r->op) return parse_table[i].parse(b, r, st);
@@ -187,14 +198,14 @@ void gp_put_reply(uint8_t out[GP_REP_SIZE], uint32_t id, const struct gp_status 
                   const char *ifname)
 {
 	memset(out, 0, GP_REP_SIZE);
-	memcpy(out, "GPRP", 4);
-	put16(out + 4, 1);
-	put16(out + 6, GP_REP_SIZE);
-	put32(out + 8, id);
-	put32(out + 12, (uint32_t)st->err);
-	put32(out + 16, (uint32_t)st->stage);
-	if (ifname) memcpy(out + 20, ifname, strnlen(ifname, 15));
-	memcpy(out + 36, st->detail, strnlen(st->detail, GP_DETAIL - 1));
+	memcpy(out + RP_MAGIC, "GPRP", 4);
+	put16(out + RP_VERSION, 1);
+	put16(out + RP_SIZE, GP_REP_SIZE);
+	put32(out + RP_ID, id);
+	put32(out + RP_ERROR, (uint32_t)st->err);
+	put32(out + RP_STAGE, (uint32_t)st->stage);
+	if (ifname) memcpy(out + RP_IFNAME, ifname, strnlen(ifname, RP_DETAIL - RP_IFNAME - 1));
+	memcpy(out + RP_DETAIL, st->detail, strnlen(st->detail, GP_DETAIL - 1));
 }
 
 /* ---- policy parsing: one function per rule kind ---- */
@@ -815,6 +826,21 @@ int gp_authorize(const struct gp_policy *p, const struct gp_ident *id, struct gp
 	for (size_t i = 0; i < COUNT(authorize_table); i++)
 		if (authorize_table[i].op == r->op) return authorize_table[i].authorize(p, id, r, st);
 	return gp_fail(st, EINVAL, ST_POLICY, "unknown op %u", r->op);
+}
+
+int gp_authorize_netns(const struct gp_policy *p, const struct gp_ident *id, const char *name,
+                       struct gp_status *st)
+{
+	uint8_t field[RQ_DEVICE - RQ_NETNS] = { 0 };
+	struct gp_req r;
+	size_t len = strnlen(name, sizeof field);
+	memset(&r, 0, sizeof r);
+	gp_fail(st, 0, ST_NONE, "ok");
+	if (len == sizeof field) return BAD("netns name longer than 31 bytes");
+	memcpy(field, name, len);
+	if (!len || !name_field(field, sizeof field, 0, r.netns)) return BAD("bad netns name");
+	if (p->broken) return gp_fail(st, EACCES, ST_POLICY, "%s", p->why);
+	return has_rule(p, id, R_NETNS, match_netns, &r) ? 0 : DENY("policy: netns %s not granted", r.netns);
 }
 
 uint64_t gp_needed_caps(const struct gp_policy *p, const struct gp_ident *id, int tun_root_only)

@@ -12,9 +12,9 @@ import gevent.socket
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.lab import VethLab, ether_frame, inside, veth_lab
 
 from gprocket import bpf, lowlevel, pcap
-from gprocket._packet_lab import VethLab, ether_frame, inside, veth_lab
 from gprocket.bpf import Insn
 from gprocket.ring import BatchSender, RxRing
 

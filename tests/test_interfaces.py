@@ -12,9 +12,9 @@ import gevent.socket
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.lab import VethLab, inside, veth_lab
 
 from gprocket import interfaces
-from gprocket._packet_lab import VethLab, inside, veth_lab
 
 
 @pytest.fixture(scope="module")

@@ -362,3 +362,24 @@ def children_of(pid: int) -> list[int]:
         return [int(x) for x in path.read_text().split()]
     except FileNotFoundError:
         return []
+
+
+def json_line(proc: subprocess.Popen[str], cmd: dict[str, Any]) -> dict[str, Any]:
+    """Send `cmd` as one JSON line to a driver process, read its one-line JSON answer."""
+    assert proc.stdin and proc.stdout
+    proc.stdin.write(json.dumps(cmd) + "\n")
+    proc.stdin.flush()
+    line = proc.stdout.readline()
+    assert line, f"driver died: {proc.stderr.read() if proc.stderr else ''}"
+    result: dict[str, Any] = json.loads(line)
+    return result
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Kill (if still running) and reap a background process, closing its pipes."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    proc.wait(timeout=20)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream:
+            stream.close()

@@ -474,7 +474,8 @@ static int no_router_ads(struct link *l)
 	    stat("/proc/sys/net/ipv6", &sb) && errno == ENOENT)
 		return 0;
 	if (fd < 0) return -1;
-	n = CAPPED(GCAP_NET_ADMIN, write(fd, "0\n", 2)); /* sysctl checks each write too */
+	/* pwrite: the seccomp filter has no write(2); sysctl checks each write too. */
+	n = CAPPED(GCAP_NET_ADMIN, pwrite(fd, "0\n", 2, 0));
 	close(fd);
 	return n == 2 ? 0 : -1;
 }
@@ -566,6 +567,11 @@ static int tun_ids(int ifindex, char name[IFNAMSIZ], uint32_t *uid, uint32_t *gi
 	                .nlmsg_seq = 1 },
 	        .ifi = { .ifi_family = AF_UNSPEC, .ifi_index = ifindex } };
 	const struct nlmsghdr *nh = (const struct nlmsghdr *)buf;
+	struct iovec qv = { &q, sizeof q };
+	struct iovec bv = { buf, sizeof buf };
+	/* sendmsg/recvmsg, not send/recv: the seccomp filter has no sendto or recvfrom. */
+	struct msghdr qm = { .msg_iov = &qv, .msg_iovlen = 1 };
+	struct msghdr bm = { .msg_iov = &bv, .msg_iovlen = 1 };
 	int tun = 0;
 	ssize_t n = -1;
 	int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
@@ -574,7 +580,7 @@ static int tun_ids(int ifindex, char name[IFNAMSIZ], uint32_t *uid, uint32_t *gi
 	*gid = (uint32_t)NO_ID;
 	name[0] = '\0';
 	if (s < 0) return errno;
-	if (send(s, &q, sizeof q, 0) == (ssize_t)sizeof q) n = recv(s, buf, sizeof buf, MSG_TRUNC);
+	if (sendmsg(s, &qm, 0) == (ssize_t)sizeof q) n = recvmsg(s, &bm, MSG_TRUNC);
 	e = errno;
 	close(s);
 	if (n < 0) return e;
@@ -814,7 +820,19 @@ static int sandbox_report(const char *selftest)
 		execve(args[0], args, args + 1); /* SIGSYS: the filter kills the process */
 		return EX_SANDBOX;
 	}
-	static const char *const paths[] = { "/etc/passwd", "/sys/class/net/lo/mtu" };
+	/* Netlink for rtnetlink only: a route socket opens, a sock_diag one (open to anyone
+	 * without the filter) kills. */
+	if (!strcmp(selftest, "netlink")) {
+		fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+		snprintf(out, sizeof out, "selftest: netlink route: %s\nselftest: netlink sock_diag\n",
+		         fd < 0 ? "failed" : "ok");
+		if (fd >= 0) close(fd);
+		if (write(1, out, strlen(out)) < 0) return EX_IO;
+		fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG); /* SIGSYS */
+		return EX_SANDBOX;
+	}
+	/* Outside the allowlist; inside it, but with a right it does not grant (read). */
+	static const char *const paths[] = { "/etc/passwd", "/proc/sys/net/ipv6/conf/lo/accept_ra" };
 	for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
 		const char *name;
 		fd = open(paths[i], O_RDONLY | O_CLOEXEC);
@@ -831,7 +849,7 @@ static int sandbox_report(const char *selftest)
 
 /* argv selects a mode and, for a broker or one-shot, the namespace it serves:
  *   --version | --check-policy | --sandbox-report | [--broker] [--netns NAME]
- * (test builds: --sandbox-report --selftest seccomp|landlock). Anything else: 2. */
+ * (test builds: --sandbox-report --selftest seccomp|netlink|landlock). Anything else: 2. */
 int main(int argc, char **argv)
 {
 	static cpu_set_t cpus;

@@ -150,10 +150,10 @@ static const struct {
 	uint32_t val;
 	int arg2;
 	uint32_t val2;
+	const char *why;
 } also_in[] = {
-	/* The TUN attach check asks rtnetlink for the device's owner and group (RTM_GETLINK);
-	 * no other netlink protocol (audit, xfrm, netfilter, ...) can be opened. */
-	{ __NR_socket, AF_NETLINK, 2, NETLINK_ROUTE },
+	{ __NR_socket, AF_NETLINK, 2, NETLINK_ROUTE,
+	  "the TUN attach check's RTM_GETLINK; no other netlink protocol (audit, xfrm, ...)" },
 };
 
 static const uint32_t socket_families[] = { AF_INET, AF_INET6, AF_PACKET };

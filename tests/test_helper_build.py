@@ -187,7 +187,8 @@ def test_sandbox_comes_after_the_drop_and_before_the_first_read() -> None:
 
 
 def test_every_allowed_system_call_says_why() -> None:
-    """The seccomp allowlist is a table: each row names one call, once, with its reason."""
+    """The seccomp allowlist is a table: each row names one call, once, with its reason;
+    so does each extra argument pair (also_in) and each Landlock path (ll_paths)."""
     source = (HELPER_DIR / "sandbox.c").read_text()
     table = source[source.index("static const struct sc_rule allowlist[] = {"):]
     table = table[:table.index("\n};")]
@@ -198,12 +199,22 @@ def test_every_allowed_system_call_says_why() -> None:
     assert all(len(why.split()) >= 3 for _name, _how, why in rows), rows
     # Calls a confined helper must never make again.
     forbidden = {"execve", "execveat", "fork", "vfork", "clone", "clone3", "ptrace", "setns",
-                 "unshare", "mount", "open", "connect", "sendto", "setuid", "setresuid",
-                 "prctl", "seccomp", "mmap", "mprotect", "write"}
+                 "unshare", "mount", "open", "connect", "sendto", "recvfrom", "setuid",
+                 "setresuid", "prctl", "seccomp", "mmap", "mprotect", "write", "read"}
     assert forbidden.isdisjoint(names), forbidden & set(names)
     # The sockets it opens and the ioctls it makes are narrowed by argument.
     assert {name: how for name, how, _why in rows if how != "ANY"} == {
         "socket": "ARG_IN", "ioctl": "ARG_IN", "openat": "ARG_NONE_OF"}
+    # Netlink only for rtnetlink (protocol, argument 2), with its reason too.
+    also = source[source.index("} also_in[] = {"):]
+    also = also[:also.index("\n};")]
+    assert re.findall(r"\{ __NR_(\w+), (\w+), (\d), (\w+),\s*\"([^\"]+)\"", also) == [
+        ("socket", "AF_NETLINK", "2", "NETLINK_ROUTE", also.split('"')[1])], also
+    assert len(also.split('"')[1].split()) >= 3
+    # So do the paths Landlock opens up.
+    paths = source[source.index("} ll_paths[] = {"):]
+    paths = paths[:paths.index("\n};")]
+    assert paths.count("{ \"/") == len(re.findall(r"[01],\s+\"[^\"]{12,}\" \}", paths)) == 2, paths
 
 
 def test_wire_offsets_agree_in_gp_h_the_python_encoder_and_protocol_md() -> None:

@@ -421,12 +421,14 @@ class SocketRequest:
 
 @dataclass(frozen=True, init=False)
 class TunRequest:
-    """A TUN or TAP device to create.
+    """A TUN or TAP device to create, or (``attach``) an existing one to attach to.
 
     ``mode`` is "tun" (IP packets) or "tap" (Ethernet frames); ``name`` is
     the interface name, or None for the kernel's choice (tun0, tap0, ...).
     ``packet_info`` keeps the 4-byte header (IFF_NO_PI when False).
-    ``addr4``/``addr6`` are interfaces ("10.0.0.1/24"). Raises ValueError or
+    ``addr4``/``addr6`` are interfaces ("10.0.0.1/24"). ``attach`` opens a
+    queue of the existing device ``name`` (the caller's own: the helper checks
+    its owner and group) and configures nothing. Raises ValueError or
     TypeError naming the bad option.
     """
 
@@ -440,6 +442,7 @@ class TunRequest:
     addr4: ipaddress.IPv4Interface | None
     addr6: ipaddress.IPv6Interface | None
     namespace: str | None
+    attach: bool
 
     def __init__(  # noqa: PLR0917 - the contract allows positional options
         self,
@@ -453,11 +456,19 @@ class TunRequest:
         addr4: str | ipaddress.IPv4Interface | None = None,
         addr6: str | ipaddress.IPv6Interface | None = None,
         namespace: str | None = None,
+        attach: bool = False,
     ) -> None:
         if name is not None:
             if not isinstance(name, str):
                 raise TypeError(f"name must be a str, not {type(name).__name__}")
             _check_name("tun name", name, IFNAMSIZ - 1)
+        if _check_bool("attach", attach):
+            if name is None:
+                raise ValueError("attach needs the name of the existing device")
+            if persist or up or mtu or addr4 is not None or addr6 is not None:
+                raise ValueError(
+                    "attach configures nothing: persist, up, mtu and addresses are for a new device"
+                )
         if mode not in ("tun", "tap"):
             raise ValueError(f"mode {mode!r} must be 'tun' or 'tap'")
         mtu = _check_int("mtu", mtu)
@@ -475,6 +486,7 @@ class TunRequest:
         object.__setattr__(self, "addr4", v4)
         object.__setattr__(self, "addr6", v6)
         object.__setattr__(self, "namespace", _check_namespace(namespace))
+        object.__setattr__(self, "attach", attach)
 
     @property
     def flags(self) -> int:
@@ -488,7 +500,8 @@ class TunRequest:
 
     def describe(self) -> str:
         """A short human description used in error messages."""
-        return f"{self.mode.upper()} device {self.name or '(kernel-named)'}"
+        what = f"{self.mode.upper()} device {self.name or '(kernel-named)'}"
+        return f"existing {what}" if self.attach else what
 
 
 def _check_iface(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import errno
 import fcntl
 import ipaddress
@@ -192,6 +193,23 @@ def _acquire_fd(request: SocketRequest, denied: PermissionError) -> int:
         raise failure from denied
 
 
+def _acquire_bind_fd(request: SocketRequest, denied: PermissionError) -> int:
+    """The bound descriptor; a datagram socket refused its reuse flags is bound without them.
+
+    The helper sets SO_REUSEADDR/SO_REUSEPORT on a datagram socket only under
+    a ``reuse`` grant (docs/POLICY.md: with them it would take the datagrams
+    of another user's socket on the port). A program that set them, as
+    gevent's DatagramServer does, still gets its port, alone on it.
+    """
+    try:
+        return _acquire_fd(request, denied)
+    except PrivilegeError:
+        shared = request.reuseaddr or request.reuseport
+        if not shared or request.type in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
+            raise
+    return _acquire_fd(dataclasses.replace(request, reuseaddr=False, reuseport=False), denied)
+
+
 def _make_bind(original: Callable[..., Any]) -> Callable[..., Any]:
     def bind(self: Any, address: Any) -> Any:
         if _inside_ladder.get():
@@ -204,7 +222,7 @@ def _make_bind(original: Callable[..., Any]) -> Callable[..., Any]:
             request = _bind_request(self, address)
             if request is None:
                 raise
-            fd = _acquire_fd(request, err)
+            fd = _acquire_bind_fd(request, err)
             _replace_descriptor(self, fd)
             return None
 

@@ -13,7 +13,8 @@ enum gp_op { OP_SOCKET = 1, OP_TUN = 2, OP_DEVICE = 3, OP_HELLO = 4 };
 enum gp_stage { ST_NONE, ST_PARSE, ST_POLICY, ST_OPEN, ST_BIND, ST_CONFIGURE, ST_NAMESPACE,
                 ST_INTERNAL };
 enum { F_DUALSTACK = 1, F_REUSEADDR = 2, F_REUSEPORT = 4, F_FREEBIND = 8, T_PERSIST = 1,
-       T_UP = 2, TF_TUN = 0x1, TF_TAP = 0x2, TF_MULTI_QUEUE = 0x100, TF_NO_PI = 0x1000 };
+       T_UP = 2, T_ATTACH = 4, TF_TUN = 0x1, TF_TAP = 0x2, TF_MULTI_QUEUE = 0x100,
+       TF_NO_PI = 0x1000 };
 /* Capability numbers of linux/capability.h, so that gp.c needs no kernel header. */
 enum { GCAP_DAC_OVERRIDE = 1, GCAP_SETGID = 6, GCAP_NET_BIND_SERVICE = 10, GCAP_NET_ADMIN = 12,
        GCAP_NET_RAW = 13, GCAP_SYS_ADMIN = 21 };
@@ -41,12 +42,19 @@ enum { SUBJ_ANY, SUBJ_USER, SUBJ_GROUP };
 enum { R_BIND = 1, R_RAW, R_PACKET, R_TUN, R_DEVICE, R_NETNS };
 enum { P_TCP = 1, P_UDP = 2, P_SCTP = 4 };
 
+enum { GP_MAXNETS = 8 };
+
+struct gp_net { /* an address prefix: family 4 or 6, host bits zero */
+	uint8_t family, plen, addr[16];
+};
+
 struct gp_rule {
-	uint8_t subj, kind, persist, prefix_match, protos, family, plen; /* family 0 = any address */
-	uint32_t id;                                                     /* uid or gid */
-	uint16_t port_lo, port_hi;
-	uint8_t addr[16], rawmask[32]; /* rawmask: one bit per IP protocol */
-	char name[32];                 /* tun pattern (without '*'), device or netns name */
+	uint8_t subj, kind, prefix_match, protos, reuse, nnets;
+	uint32_t id; /* uid or gid */
+	uint16_t port_lo, port_hi, mtu_lo, mtu_hi; /* mtu_hi 0: no MTU may be set */
+	struct gp_net nets[GP_MAXNETS]; /* bind: at most one (none = any address); tun: addresses */
+	uint8_t rawmask[32];            /* one bit per IP protocol */
+	char name[32];                  /* tun pattern (without '*'), device or netns name */
 };
 
 struct gp_policy {

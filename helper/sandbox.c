@@ -15,6 +15,7 @@
 #include <linux/filter.h>
 #include <linux/if_tun.h>
 #include <linux/landlock.h>
+#include <linux/netlink.h>
 #include <linux/seccomp.h>
 #include <stdio.h>
 #include <string.h>
@@ -52,19 +53,23 @@ struct ll_attr {
 
 enum { LL_FS_V1 = (1 << 13) - 1 }; /* EXECUTE .. MAKE_SYM */
 
-/* What each allowlisted path may do; everything else under / is refused. */
+/* What each allowlisted path may do; everything else under / is refused. A rule names
+ * the inode. procfs makes a new inode for a sysctl directory each time its dentry is
+ * looked up afresh (after the dentry cache dropped it), so that one is pinned: it becomes
+ * the working directory, which holds its dentry for the process's life (no descriptor). */
 static const struct {
 	const char *path;
 	uint64_t access;
+	int pin;
 	const char *why;
 } ll_paths[] = {
 	{ "/dev/net/tun",
 	  LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_IOCTL_DEV,
-	  "TUN and DEVICE requests; IOCTL_DEV travels with the descriptor to the client" },
-	{ "/sys/class/net", LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR,
-	  "a device's owner and group, read before attaching to it" },
-	{ "/sys/devices/virtual/net", LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR,
-	  "where /sys/class/net's links to TUN/TAP devices lead (Landlock sees resolved paths)" },
+	  0, "TUN and DEVICE requests; IOCTL_DEV travels with the descriptor to the client" },
+	/* /proc/sys/net shows the namespace of the opener: a --netns broker entered its own
+	 * before this, so the rule is on that namespace's directory. */
+	{ "/proc/sys/net/ipv6/conf", LANDLOCK_ACCESS_FS_WRITE_FILE, 1,
+	  "accept_ra 0 on a device the helper made; write only, nothing there is read" },
 };
 
 static long ll_create(const struct ll_attr *a, size_t size, uint32_t flags)
@@ -103,6 +108,7 @@ static void landlock(struct gp_sandbox *sb, int fatal)
 		pb.allowed_access = ll_paths[i].access & attr.handled_access_fs;
 		pb.parent_fd = fd;
 		if (syscall(SYS_landlock_add_rule, rfd, LANDLOCK_RULE_PATH_BENEATH, &pb, 0)) _exit(fatal);
+		if (ll_paths[i].pin && fchdir(fd)) _exit(fatal);
 		close(fd);
 	}
 	if (syscall(SYS_landlock_restrict_self, rfd, 0)) _exit(fatal);
@@ -137,6 +143,19 @@ struct sc_rule {
 	const char *why;
 };
 
+/* For an ARG_IN rule: one more value of its argument, let through only when another
+ * argument has exactly one value too. */
+static const struct {
+	int nr;
+	uint32_t val;
+	int arg2;
+	uint32_t val2;
+	const char *why;
+} also_in[] = {
+	{ __NR_socket, AF_NETLINK, 2, NETLINK_ROUTE,
+	  "the TUN attach check's RTM_GETLINK; no other netlink protocol (audit, xfrm, ...)" },
+};
+
 static const uint32_t socket_families[] = { AF_INET, AF_INET6, AF_PACKET };
 static const uint32_t ioctl_cmds[] = {
 	SIOCGIFINDEX,   /* packet bind to an interface; inet6 address configuration */
@@ -146,10 +165,8 @@ static const uint32_t ioctl_cmds[] = {
 	SIOCSIFNETMASK, /* its inet prefix */
 	SIOCSIFMTU,     /* its MTU */
 	TUNSETIFF,      /* create (or attach to) a TUN/TAP device */
-	TUNGETIFF,      /* read back the name and flags of an attached device */
 	TUNSETOWNER,    /* the caller owns the device */
-	TUNSETGROUP,    /* or the caller's group does */
-	TUNSETPERSIST,  /* persist when granted (or clear it) */
+	TUNSETPERSIST,  /* persist when asked (the holder could set it itself: POLICY.md) */
 };
 static const uint32_t open_forbidden[] = { O_CREAT | O_TRUNC };
 static const uint32_t stdout_only[] = { 1 };
@@ -162,19 +179,22 @@ static const struct sc_rule allowlist[] = {
 	{ __NR_sendmsg, ANY, 0, 0, NULL, "send the reply and its descriptor" },
 	{ __NR_close, ANY, 0, 0, NULL, "close the handed-out and the scratch descriptors" },
 	{ __NR_socket, ARG_IN, 0, N(socket_families), socket_families,
-	  "SOCKET requests and TUN configuration: inet, inet6 and packet only" },
+	  "SOCKET requests and TUN configuration: inet, inet6 and packet; netlink route "
+	  "for the attach check (also_in)" },
 	{ __NR_setsockopt, ANY, 0, 0, NULL, "V6ONLY, REUSEADDR/PORT, FREEBIND, BINDTODEVICE" },
 	{ __NR_bind, ANY, 0, 0, NULL, "bind the requested address or interface" },
 	{ __NR_listen, ANY, 0, 0, NULL, "stream sockets asked for with a backlog" },
 	{ __NR_ioctl, ARG_IN, 1, N(ioctl_cmds), ioctl_cmds, "interface and TUN ioctls, listed" },
 	{ __NR_openat, ARG_NONE_OF, 2, 1, open_forbidden,
-	  "/dev/net/tun and sysfs reads (Landlock limits where); never creates or truncates" },
-	{ __NR_read, ANY, 0, 0, NULL, "sysfs attributes (a device's owner and group)" },
+	  "/dev/net/tun and accept_ra (Landlock limits where); never creates or truncates" },
+	{ __NR_pwrite64, ANY, 0, 0, NULL,
+	  "accept_ra 0; pwrite needs a seekable file, so never a socket or pipe" },
 #ifdef __NR_fstat
 	{ __NR_fstat, ANY, 0, 0, NULL, "check /dev/net/tun is char 10:200 (older glibc)" },
 #endif
 #ifdef __NR_newfstatat
-	{ __NR_newfstatat, ANY, 0, 0, NULL, "check /dev/net/tun is char 10:200 (glibc's fstat)" },
+	{ __NR_newfstatat, ANY, 0, 0, NULL,
+	  "/dev/net/tun is char 10:200 (glibc's fstat); is there IPv6 (stat /proc/sys/net/ipv6)" },
 #endif
 	{ __NR_capset, ANY, 0, 0, NULL, "raise one permitted capability around one call" },
 	{ __NR_clock_gettime, ANY, 0, 0, NULL, "the broker's poll window when the vDSO is absent" },
@@ -219,11 +239,22 @@ static void emit_rule(const struct sc_rule *r, int fatal)
 		emit(fatal, ret, SECCOMP_RET_ALLOW, 0, 0);
 		return;
 	}
-	/* ARG_IN: nr, load the argument, one comparison per value, kill, allow. */
-	emit(fatal, jeq, (uint32_t)r->nr, 0, (uint8_t)(r->nvals + 3));
+	/* ARG_IN: nr, load the argument, one comparison per value (to allow), then any
+	 * also_in value (its second argument compared: allow or kill), kill, allow. */
+	size_t a = 0;
+	while (a < sizeof also_in / sizeof also_in[0] && also_in[a].nr != r->nr)
+		a++;
+	int also = a < sizeof also_in / sizeof also_in[0];
+	int extra = also ? 3 : 0;
+	emit(fatal, jeq, (uint32_t)r->nr, 0, (uint8_t)(r->nvals + 3 + extra));
 	emit(fatal, ldarg, (uint32_t)ARG_LO(r->arg), 0, 0);
 	for (int i = 0; i < r->nvals; i++)
-		emit(fatal, jeq, r->vals[i], (uint8_t)(r->nvals - i), 0);
+		emit(fatal, jeq, r->vals[i], (uint8_t)(r->nvals - i + extra), 0);
+	if (also) {
+		emit(fatal, jeq, also_in[a].val, 0, 2);
+		emit(fatal, ldarg, (uint32_t)ARG_LO(also_in[a].arg2), 0, 0);
+		emit(fatal, jeq, also_in[a].val2, 1, 0);
+	}
 	emit(fatal, ret, SECCOMP_RET_KILL_PROCESS, 0, 0);
 	emit(fatal, ret, SECCOMP_RET_ALLOW, 0, 0);
 }
@@ -308,8 +339,8 @@ int gp_sandbox_format(const struct gp_sandbox *sb, char *buf, size_t n)
 	int w;
 	snprintf(on, sizeof on, "on kill-process syscalls=%d", sb->nsyscalls);
 	if (sb->landlock_abi)
-		w = snprintf(ll, sizeof ll, "on abi=%d fs=/dev/net/tun:rw,/sys/class/net:ro,"
-		             "/sys/devices/virtual/net:ro scope=%s", sb->landlock_abi,
+		w = snprintf(ll, sizeof ll, "on abi=%d fs=/dev/net/tun:rw,/proc/sys/net/ipv6/conf:w "
+		             "scope=%s", sb->landlock_abi,
 		             sb->landlock_scope ? "abstract-unix-socket,signal" : "none");
 	else
 		w = snprintf(ll, sizeof ll, "off (%s)", why);

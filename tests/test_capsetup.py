@@ -197,6 +197,12 @@ def test_ping_conf_names_and_text() -> None:
         ("allow user:no-such-user-xyz packet\n", 1, "unknown user"),
         ("allow * frobnicate\n", 1, "unknown verb"),
         ("allow * bind tcp 80 " + "x" * 250 + "\n", 1, "longer than 255"),
+        ("allow * tun gp* persist\n", 1, "persist removed"),
+        ("allow * tun gp* net 10.9.0.1/24\n", 1, "host bits zero"),
+        ("allow * tun gp* net 10.9.0.0\n", 1, "want ADDR/LEN"),
+        ("allow * tun gp* mtu 67-1500\n", 1, "mtu range '67-1500' outside 68..65535"),
+        ("allow * tun gp* net 10.0.0.0/8 net 11.0.0.0/8\n", 1, "want: allow SUBJECT tun"),
+        ("allow * bind udp 53 reuse 127.0.0.1\n", 1, "want: allow SUBJECT bind"),
     ],
 )
 def test_policy_errors_name_the_line(text: str, line: int, words: str) -> None:
@@ -225,6 +231,15 @@ def test_grants_follow_the_helper_rules() -> None:
     assert not grants(rules, bob, "tun", name="vpn0")
     assert grants(rules, alice, "netns", name="lab") and not grants(rules, bob, "netns", name="lab")
     assert rules[0].network == ipaddress.ip_network("192.0.2.10/32")
+
+
+def test_tun_networks_mtu_and_bind_reuse_are_read() -> None:
+    tun, bind = parse_policy("allow * tun gp* mtu 1500 net 10.9.0.0/24,fd00:9::/64\n"
+                             "allow * bind udp 53 127.0.0.1 reuse\n")
+    assert tun.nets == (ipaddress.ip_network("10.9.0.0/24"), ipaddress.ip_network("fd00:9::/64"))
+    assert tun.mtu == (1500, 1500)
+    assert (bind.reuse, bind.network) == (True, ipaddress.ip_network("127.0.0.1/32"))
+    assert parse_policy("allow * tun gp*\n")[0].nets == ()
 
 
 # ---- sudoers, systemd, layout --------------------------------------------------------

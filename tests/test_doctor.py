@@ -211,7 +211,7 @@ def test_refused_policy_denies_everything() -> None:
 
 
 def test_tun_and_netns_follow_their_policy_lines() -> None:
-    rules = parse_policy("allow user:1000 tun gp* persist\nallow group:1000 netns lab\n")
+    rules = parse_policy("allow user:1000 tun gp*\nallow group:1000 netns lab\n")
     f = facts(helper=helper(policy_rules=rules))
     result = served(f)
     assert result["tun"] == result["netns"] == "broker"

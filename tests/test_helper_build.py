@@ -136,6 +136,31 @@ def test_vectors_cover_every_errno_and_stage_the_parser_gives() -> None:
             ("EPERM", "policy"), ("EAFNOSUPPORT", "policy")} <= outcomes
 
 
+def _table(source: str, name: str) -> str:
+    """The body of the C array initializer `name[] = { ... };` in source."""
+    match = re.search(rf"\b{name}\[\] = \{{(.*?)\n\}};", source, re.DOTALL)
+    assert match is not None, f"no table {name}"
+    return match.group(1)
+
+
+def test_every_op_and_rule_kind_has_one_row_in_each_table() -> None:
+    """Parse, authorize and open dispatch through tables (OpenSSH's mon_table): an op
+    or a rule kind cannot be added without its row in each, and no row is twice."""
+    header = (HELPER_DIR / "gp.h").read_text()
+    ops = re.findall(r"\b(OP_[A-Z]+) = \d+", header)
+    kinds = re.findall(r"\b(R_[A-Z]+)\b", header.split("enum { R_BIND", 1)[1].split("}", 1)[0])
+    assert ops == ["OP_SOCKET", "OP_TUN", "OP_DEVICE", "OP_HELLO"]
+    assert kinds == ["R_RAW", "R_PACKET", "R_TUN", "R_DEVICE", "R_NETNS"]
+    pure = (HELPER_DIR / "gp.c").read_text()
+    privileged = (HELPER_DIR / "helper.c").read_text()
+    for source, table in ((pure, "parse_table"), (pure, "authorize_table"),
+                          (privileged, "open_table")):
+        rows = re.findall(r"\{ (OP_[A-Z]+),", _table(source, table))
+        assert sorted(rows) == sorted(ops), (table, rows)
+    rows = re.findall(r"\[(R_[A-Z]+)\] = \{", _table(pure, "kinds"))
+    assert rows == ["R_BIND", *kinds], rows
+
+
 def test_pure_half_makes_no_privileged_call() -> None:
     """The fuzzed half makes no system call that opens or changes anything."""
     pure = (HELPER_DIR / "gp.c").read_text()
@@ -162,7 +187,8 @@ def test_sandbox_comes_after_the_drop_and_before_the_first_read() -> None:
 
 
 def test_every_allowed_system_call_says_why() -> None:
-    """The seccomp allowlist is a table: each row names one call, once, with its reason."""
+    """The seccomp allowlist is a table: each row names one call, once, with its reason;
+    so does each extra argument pair (also_in) and each Landlock path (ll_paths)."""
     source = (HELPER_DIR / "sandbox.c").read_text()
     table = source[source.index("static const struct sc_rule allowlist[] = {"):]
     table = table[:table.index("\n};")]
@@ -173,12 +199,22 @@ def test_every_allowed_system_call_says_why() -> None:
     assert all(len(why.split()) >= 3 for _name, _how, why in rows), rows
     # Calls a confined helper must never make again.
     forbidden = {"execve", "execveat", "fork", "vfork", "clone", "clone3", "ptrace", "setns",
-                 "unshare", "mount", "open", "connect", "sendto", "setuid", "setresuid",
-                 "prctl", "seccomp", "mmap", "mprotect", "write"}
+                 "unshare", "mount", "open", "connect", "sendto", "recvfrom", "setuid",
+                 "setresuid", "prctl", "seccomp", "mmap", "mprotect", "write", "read"}
     assert forbidden.isdisjoint(names), forbidden & set(names)
     # The sockets it opens and the ioctls it makes are narrowed by argument.
     assert {name: how for name, how, _why in rows if how != "ANY"} == {
         "socket": "ARG_IN", "ioctl": "ARG_IN", "openat": "ARG_NONE_OF"}
+    # Netlink only for rtnetlink (protocol, argument 2), with its reason too.
+    also = source[source.index("} also_in[] = {"):]
+    also = also[:also.index("\n};")]
+    assert re.findall(r"\{ __NR_(\w+), (\w+), (\d), (\w+),\s*\"([^\"]+)\"", also) == [
+        ("socket", "AF_NETLINK", "2", "NETLINK_ROUTE", also.split('"')[1])], also
+    assert len(also.split('"')[1].split()) >= 3
+    # So do the paths Landlock opens up.
+    paths = source[source.index("} ll_paths[] = {"):]
+    paths = paths[:paths.index("\n};")]
+    assert paths.count("{ \"/") == len(re.findall(r"[01],\s+\"[^\"]{12,}\" \}", paths)) == 2, paths
 
 
 def test_wire_offsets_agree_in_gp_h_the_python_encoder_and_protocol_md() -> None:

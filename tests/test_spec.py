@@ -191,6 +191,20 @@ def test_tun_request_flags_and_validation() -> None:
         TunRequest("gp0", namespace="/proc/1/ns/net")
 
 
+def test_tun_attach_takes_a_name_and_configures_nothing() -> None:
+    req = TunRequest("gp0", mode="tap", attach=True)
+    assert req.attach is True
+    assert req.describe() == "existing TAP device gp0"
+    with pytest.raises(ValueError, match="attach needs the name"):
+        TunRequest(attach=True)
+    for option in ({"persist": True}, {"up": True}, {"mtu": 1400}, {"addr4": "10.0.0.1/24"},
+                   {"addr6": "fd00::1/64"}):
+        with pytest.raises(ValueError, match="attach configures nothing"):
+            TunRequest("gp0", attach=True, **option)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="attach"):
+        TunRequest("gp0", attach=1)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("name", ["mem", "../mem", "net/../mem", "/dev/net/tun", "net/tun/"])
 def test_device_request_only_allowlisted_names(name: str) -> None:
     with pytest.raises(ValueError, match="is not allowed"):

@@ -204,6 +204,9 @@ ENCODED = {
     "tun_configured": TunRequest("gptun0", packet_info=True, up=True, addr4="10.9.0.1/24",
                                  addr6="fd00:9::1/64"),
     "device_net_tun": DeviceRequest("net/tun"),
+    "socket_udp_inet_port53_reuseaddr": SocketRequest(53, protocol="udp", reuseaddr=True),
+    "socket_udp_inet_port53_reuseport": SocketRequest(53, protocol="udp", reuseport=True),
+    "tun_attach_named": TunRequest("gp0", attach=True),
 }
 
 # Vectors the helper refuses: the Python spec refuses the same request first.
@@ -241,6 +244,10 @@ REFUSED = {
     "netns_high_byte": lambda: SocketRequest(53, namespace="lab\xff"),
     "tun_mtu_67": lambda: TunRequest(mtu=67),
     "tun_mtu_65536": lambda: TunRequest(mtu=65536),
+    "tun_attach_without_name": lambda: TunRequest(attach=True),
+    "tun_attach_with_address": lambda: TunRequest("gp0", attach=True, addr4="10.9.0.1/24"),
+    "tun_attach_with_up": lambda: TunRequest("gp0", attach=True, up=True),
+    "tun_attach_with_mtu": lambda: TunRequest("gp0", attach=True, mtu=1400),
 }
 
 

@@ -317,4 +317,4 @@ def test_policy_command_checks_like_the_helper(prefix: Path) -> None:
     policy.write_text("allow * bind tcp 80\nallow * tun\n")
     bad = capsetup("policy", "--prefix", str(prefix))
     assert bad.returncode == 1
-    assert "line 2: want: allow SUBJECT tun PATTERN [persist]" in bad.stdout
+    assert "line 2: want: allow SUBJECT tun PATTERN [net ADDR/LEN,...] [mtu N-M]" in bad.stdout

@@ -188,6 +188,15 @@ def test_idle_broker_is_confined_and_holds_no_sys_admin(
         pid = helper_process(d.pid, helper)
         if namespaced:
             assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(netns.path).st_ino
+        # Landlock's accept_ra rule is on this namespace's sysctl directory, pinned as the
+        # working directory (procfs would give a re-looked-up one a new inode).
+        conf = "/proc/sys/net/ipv6/conf"
+        assert os.readlink(f"/proc/{pid}/cwd") == conf
+        seen_inside = netns.exec(["stat", "-c", "%i", conf]).stdout if namespaced else None
+        seen = int(seen_inside) if seen_inside else os.stat(conf).st_ino
+        assert os.stat(f"/proc/{pid}/cwd").st_ino == seen
+        if namespaced:
+            assert seen != os.stat(conf).st_ino  # the host's is another directory
         status = Path(f"/proc/{pid}/status").read_text()
         sets = {key: int(field(status, key), 16)
                 for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
@@ -241,17 +250,38 @@ def test_forbidden_system_call_kills_with_sigsys(selftest_build: Path, unpriv_us
         assert proc.stdout.rstrip().endswith("selftest: execve /bin/true")
 
 
+def test_netlink_is_open_for_rtnetlink_only(selftest_build: Path,
+                                            unpriv_user: priv.User) -> None:
+    """The TUN attach check needs socket(AF_NETLINK, .., NETLINK_ROUTE); any other
+    netlink protocol (here sock_diag, which the test user may open outside the filter)
+    kills the confined helper."""
+    assert priv.run_argv(unpriv_user, ["python3", "-c", SOCK_DIAG]).returncode == 0
+    with priv.install_helper("setuid", source=selftest_build) as helper:
+        proc = priv.run_argv(unpriv_user, [str(helper), "--sandbox-report", "--selftest",
+                                           "netlink"])
+    assert proc.returncode == -signal.SIGSYS, (proc.returncode, proc.stdout)
+    assert proc.stdout.splitlines()[-2:] == ["selftest: netlink route: ok",
+                                             "selftest: netlink sock_diag"], proc.stdout
+
+
+SOCK_DIAG = "import socket; socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4).close()"
+
+
 def test_landlock_refuses_a_file_outside_the_allowlist(
         selftest_build: Path, unpriv_user: priv.User) -> None:
     """/etc/passwd is world-readable, yet the confined helper (as the test user) gets
-    EACCES; a file under the allowlisted /sys/class/net still opens."""
+    EACCES; so does the world-readable accept_ra under /proc/sys/net/ipv6/conf (the rule
+    there grants writing only). That the write itself gets through: every TUN test, e.g.
+    test_policy_attacks.py::test_router_advertisement_into_the_device_adds_no_route."""
     with priv.install_helper("setuid", source=selftest_build) as helper:
         proc = priv.run_argv(unpriv_user, [str(helper), "--sandbox-report", "--selftest",
                                            "landlock"])
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     assert "selftest: open /etc/passwd: EACCES" in proc.stdout.splitlines()
-    assert "selftest: open /sys/class/net/lo/mtu: ok" in proc.stdout.splitlines()
-    assert re.search(r"^landlock: on abi=\d+ fs=/dev/net/tun:rw,", proc.stdout, re.MULTILINE)
+    assert "selftest: open /proc/sys/net/ipv6/conf/lo/accept_ra: EACCES" in proc.stdout.splitlines()
+    assert os.access("/proc/sys/net/ipv6/conf/lo/accept_ra", os.R_OK)  # 0644: Landlock's doing
+    assert re.search(r"^landlock: on abi=\d+ fs=/dev/net/tun:rw,/proc/sys/net/ipv6/conf:w ",
+                     proc.stdout, re.MULTILINE)
 
 
 def test_sandbox_report_says_what_is_in_force(unpriv_user: priv.User,

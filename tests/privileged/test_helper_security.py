@@ -444,8 +444,16 @@ def hostile_table(other_ns: str) -> list[tuple[str, bytes, int, str, dict[str, A
         ("device_net_dotdot", req(DEVICE, device=b"net/../kvm"), errno.EPERM, "policy", {}),
         ("tun_name_outside_policy", req(TUN, tun_flags=1, ifname=b"eth9"), errno.EPERM,
          "policy", {}),
-        ("tun_persist_not_granted", req(TUN, tun_flags=1, ifname=b"gpsec0", tun_options=1),
+        ("tun_route_hijack_v4", req(TUN, tun_flags=1, ifname=b"gpsec0", addr4=ip4("128.0.0.1"),
+                                    prefix4=1), errno.EPERM, "policy", {}),
+        ("tun_route_hijack_v6", req(TUN, tun_flags=1, ifname=b"gpsec0", addr6=ip6("2000::1"),
+                                    prefix6=3), errno.EPERM, "policy", {}),
+        ("tun_mtu_not_granted", req(TUN, tun_flags=1, ifname=b"gpsec0", mtu=1400),
          errno.EPERM, "policy", {}),
+        ("tun_attach_configures_nothing", req(TUN, tun_flags=1, ifname=b"gpsec0",
+                                              tun_options=6), errno.EINVAL, "parse", {}),
+        ("udp_reuseaddr_not_granted", udp(53, flags=2), errno.EPERM, "policy", {}),
+        ("udp_reuseport_not_granted", udp(53, flags=4), errno.EPERM, "policy", {}),
         ("tun_excl_flag_from_client", req(TUN, tun_flags=0x8001, ifname=b"gpsec0"),
          errno.EINVAL, "parse", {}),
         ("truncated", good[:100], errno.EMSGSIZE, "parse", {}),
@@ -512,7 +520,10 @@ def test_existing_device_of_another_user_is_never_attached(
     with broker(unpriv_user, [str(helper), "--broker"], netns=netns) as b:
         rep = b.send(req(TUN, tun_flags=1, ifname=b"gpsec7"))
         assert (rep["err"], STAGES[rep["stage"]], rep["fds"]) == (errno.EBUSY, "open", 0), rep
-        # Not even our own existing device: the helper only ever creates.
+        # Nor attached: it is not the caller's device.
+        rep = b.send(req(TUN, tun_flags=1, ifname=b"gpsec7", tun_options=4))
+        assert (rep["err"], STAGES[rep["stage"]], rep["fds"]) == (errno.EPERM, "policy", 0), rep
+        # A create request never attaches, not even to our own existing device.
         rep = b.send(req(TUN, tun_flags=1, ifname=b"gpsec8", rid=2))
         assert rep["err"] == 0, rep
         rep2 = b.send(req(TUN, tun_flags=1, ifname=b"gpsec8", rid=3))
@@ -719,8 +730,8 @@ def test_netns_broker_serves_inside_its_namespace_only(unpriv_user: priv.User,
 
 def test_tun_created_configured_and_owned(unpriv_user: priv.User, installed_helper: Any,
                                           netns: priv.Netns) -> None:
-    helper = installed_helper("caps", "allow group:gprocket tun gpsec* persist\n"
-                                      "allow * device net/tun\n")
+    helper = installed_helper("caps", "allow group:gprocket tun gpsec* net 10.77.0.0/24,fd77::/64"
+                                      " mtu 1280-1500\nallow * device net/tun\n")
     with broker(unpriv_user, [str(helper), "--broker"], netns=netns) as b:
         rep = b.send(req(TUN, rid=1, tun_flags=0x1001, ifname=b"gpsec1", mtu=1400,
                          tun_options=2, addr4=ip4("10.77.0.1"), prefix4=24,
@@ -735,7 +746,7 @@ def test_tun_created_configured_and_owned(unpriv_user: priv.User, installed_help
         # No name: the kernel numbers it from the rule's prefix.
         rep = b.send(req(TUN, rid=2, tun_flags=0x2))
         assert rep["err"] == 0 and re.fullmatch(r"gpsec\d+", rep["ifname"]), rep
-        # Persist only when asked and granted; it outlives the descriptor.
+        # Persist when asked (any holder could set it: POLICY.md); it outlives the descriptor.
         rep = b.send(req(TUN, rid=3, tun_flags=1, ifname=b"gpsec9", tun_options=1))
         assert rep["err"] == 0, rep
         b.call(op="close_fd", id=1)
@@ -805,7 +816,8 @@ def test_request_path_never_allocates(installed_helper: Any, netns: priv.Netns,
     lib = tmp_path / "nomalloc.so"
     subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(tmp_path / "nomalloc.c")],
                    check=True)
-    helper = installed_helper("setuid", f"allow * packet\nallow * tun gpsec* persist\n"
+    helper = installed_helper("setuid", f"allow * packet\nallow * tun gpsec* net 10.66.0.0/30,"
+                                        f"fd66::/64 mtu 1300\n"
                                         f"allow * device net/tun\nallow * netns {netns.name}\n"
                                         "allow * bind any 1-1023\nallow * raw icmp\n")
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -823,6 +835,11 @@ def test_request_path_never_allocates(installed_helper: Any, netns: priv.Netns,
         (req(TUN, tun_flags=1, ifname=b"gpsec3", mtu=1300, tun_options=2,
              addr4=ip4("10.66.0.1"), prefix4=30, addr6=ip6("fd66::1"), prefix6=64), 0),
         (req(TUN, tun_flags=2), 0), (req(TUN, tun_flags=1, ifname=b"gpsec3"), errno.EBUSY),
+        # Attach: the caller's own device (root's here), checked over rtnetlink; its one
+        # queue is held, so the kernel says EBUSY. An absent one: ENODEV.
+        (req(TUN, tun_flags=1, ifname=b"gpsec3", tun_options=4), errno.EBUSY),
+        (req(TUN, tun_flags=1, ifname=b"gpsec4", tun_options=4), errno.ENODEV),
+        (udp(53, flags=2), errno.EPERM),
         # A broker serves the namespace it started in (--netns) only.
         (req(DEVICE, device=b"net/tun"), 0), (udp(8053, netns=netns.name.encode()),
                                               errno.EINVAL),

@@ -200,6 +200,28 @@ def run_json(user: User, code: str, **kwargs: Any) -> Any:
     return json.loads(lines[-1])
 
 
+# The start of a program run as another user that reports outcomes as JSON:
+# code(errno) spells an errno by name, failure(err) describes an exception with
+# every ladder rung's errno (refused_with reads it).
+OUTCOME_PRELUDE = """
+import errno, json
+
+def code(number):
+    return errno.errorcode.get(number) if number else None
+
+def failure(err):
+    return {"error": type(err).__name__, "errno": code(getattr(err, "errno", None)),
+            "attempts": [[a.rung, code(a.errno)] for a in getattr(err, "attempts", ())],
+            "message": str(err)}
+"""
+
+
+def refused_with(outcome: dict[str, Any], name: str) -> bool:
+    """The call failed and the kernel's or the helper's errno was `name`."""
+    errnos = {outcome.get("errno")} | {err for _, err in outcome.get("attempts", [])}
+    return "error" in outcome and name in errnos
+
+
 @dataclass
 class Netns:
     """A network namespace made for one test, deleted after it."""

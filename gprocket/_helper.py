@@ -190,8 +190,11 @@ def one_shot(
         # lets its exit overlap the checks below instead of following them.
         child.channel.close()
         raise_for_reply(reply, request)
-        checked = verify(fd, request, reply)
-        fd = None
+        # verify owns the descriptor from here: it closes it when it refuses
+        # it, so ours must be forgotten first (closing it again could close
+        # a descriptor another thread was given meanwhile under that number).
+        received, fd = fd, None
+        checked = verify(received, request, reply)
         # The helper holds its copy of the descriptor (a bound port) until it
         # exits: wait for that, so closing ours really releases the port.
         try:

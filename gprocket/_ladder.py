@@ -93,9 +93,17 @@ def _enter_and_run(namespace: str, work: Callable[[], T]) -> T:
         finally:
             os.close(target)
         try:
-            return work()
-        finally:
+            result = work()
+        except BaseException:
             _setns(home)
+            raise
+        try:
+            _setns(home)
+        except BaseException:
+            if isinstance(result, int):
+                os.close(result)  # nobody will receive it
+            raise
+        return result
     finally:
         os.close(home)
 

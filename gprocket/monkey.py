@@ -39,6 +39,7 @@ import gevent.socket
 from ._api import acquire
 from ._errors import PrivilegeError
 from ._ladder import DEFAULT_ORDER
+from ._socket import disown
 from ._spec import SocketRequest
 from .servers import needs_privilege
 
@@ -226,6 +227,7 @@ def _make_init(original: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 original(self, family, type & ~_TYPE_FLAGS, proto, fd)
             except BaseException:
+                disown(self, fd)
                 os.close(fd)
                 raise
             if type & socket.SOCK_NONBLOCK:
@@ -276,18 +278,27 @@ def _bind_request(sock: Any, address: Any) -> SocketRequest | None:
     sock_type = int(sock.type) & ~_TYPE_FLAGS
     device = sock.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, _IFNAMSIZ)
     is_v6 = family == socket.AF_INET6
+    ip = _numeric_host(host, port, family, sock_type)
+    # IPV6_V6ONLY left at 0 means dual-stack only where the kernel keeps it
+    # so: on the wildcard and v4-mapped addresses. bind() to any other IPv6
+    # address turns it on, so the request must ask for what the kernel gives.
+    mapped = is_v6 and ip is not None and ipaddress.IPv6Address(ip).ipv4_mapped is not None
+    v6only = is_v6 and bool(_option(sock, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
+    if v6only and mapped:
+        return None  # the kernel binds no v4-mapped address IPv6-only (EINVAL)
+    dual = is_v6 and not v6only and (ip is None or mapped)
     try:
         return SocketRequest(
             port, family=family, type=sock_type,
             protocol=_option(sock, socket.SOL_SOCKET, socket.SO_PROTOCOL),
-            ip=_numeric_host(host, port, family, sock_type),
+            ip=ip,
             scope_id=int(address[3]) if is_v6 and len(address) >= 4 else 0,
             interface=device.split(b"\0", 1)[0].decode() or None,
             # Bound, not listening: the program calls listen() itself.
             backlog=0 if sock_type in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET) else None,
             reuseaddr=bool(_option(sock, socket.SOL_SOCKET, socket.SO_REUSEADDR)),
             reuseport=bool(_option(sock, socket.SOL_SOCKET, socket.SO_REUSEPORT)),
-            dualstack=is_v6 and not _option(sock, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY),
+            dualstack=dual,
         )
     except (ValueError, TypeError):
         return None  # a protocol gprocket does not serve (MPTCP, ...): EACCES stands

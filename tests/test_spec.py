@@ -63,7 +63,7 @@ def test_unspec_is_dual_stack_ipv6_on_the_wildcard() -> None:
         ("::1", socket.AF_INET6, False),  # the kernel makes it IPv6-only at bind()
         ("fe80::1", socket.AF_INET6, False),
         ("127.0.0.1", socket.AF_INET, False),
-        ("0.0.0.0", socket.AF_INET, False),  # noqa: S104 - the wildcard is the point
+        ("0.0.0.0", socket.AF_INET, False),
     ],
 )
 def test_unspec_with_an_address_is_what_the_kernel_makes_of_it(

@@ -17,7 +17,14 @@ def disown(wrapper: object, fd: int) -> None:
     whatever another thread was given under that number meanwhile. So the
     wrapper (or gevent's inner socket) is detached when it holds ``fd``.
     """
-    inner: Any = getattr(wrapper, "_sock", wrapper)
+    inner: Any = wrapper
+    if isinstance(wrapper, gevent.socket.socket):
+        try:
+            # Not getattr: gevent's __getattr__ forwards to _sock, recursing
+            # when _sock itself was never set.
+            inner = object.__getattribute__(wrapper, "_sock")
+        except AttributeError:
+            return  # failed before it wrapped the descriptor
     try:
         taken = inner.fileno() == fd
     except (AttributeError, OSError, ValueError):

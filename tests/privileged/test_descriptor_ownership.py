@@ -169,35 +169,32 @@ def assert_closed_once(got: dict[str, object], error: str) -> None:
     assert got["leaked"] == [], f"descriptors left open: {got}"
 
 
-@pytest.mark.parametrize(
-    ("mode", "error"),
-    [
-        ("mismatch", "HelperError: the helper returned a descriptor with type 2, requested 1"),
-        ("wrong_id", "HelperError: the helper answered request id 2, expected 1"),
-        ("error_with_fd", "HelperError: the helper's error reply (id 1) carried a descriptor"),
-        ("two_fds", "HelperError: the helper returned a descriptor with type 2"),
-        ("silent", "without replying"),
-    ],
-)
-def test_one_shot_helper_failures_close_each_descriptor_once(
-        unpriv_user: priv.User, netns: priv.Netns, mode: str, error: str) -> None:
-    with fake_helper(mode) as helper:
-        got = attempt(unpriv_user, netns, helper, ONE_SHOT)
-    assert_closed_once(got, error)
+MISMATCH = "HelperError: the helper returned a descriptor with type 2"
+IN_REPLY = "the helper's error reply (id 1) carried a descriptor"
 
 
 @pytest.mark.parametrize(
-    ("mode", "error"),
+    ("acquire", "mode", "error"),
     [
-        ("mismatch", "HelperError: the helper returned a descriptor with type 2, requested 1"),
-        ("error_with_fd", "the helper's error reply (id 1) carried a descriptor"),
-        ("two_fds", "HelperError: the helper returned a descriptor with type 2"),
+        (ONE_SHOT, "mismatch", MISMATCH + ", requested 1"),
+        (ONE_SHOT, "wrong_id", "HelperError: the helper answered request id 2, expected 1"),
+        (ONE_SHOT, "error_with_fd", "HelperError: " + IN_REPLY),
+        (ONE_SHOT, "two_fds", MISMATCH),
+        (ONE_SHOT, "silent", "without replying"),
+        # The broker fails the request with the reason the channel broke.
+        (BROKER, "mismatch", MISMATCH + ", requested 1"),
+        (BROKER, "error_with_fd", IN_REPLY),
+        (BROKER, "two_fds", MISMATCH),
     ],
+    ids=["one-shot-mismatch", "one-shot-wrong-id", "one-shot-error-with-fd",
+         "one-shot-two-fds", "one-shot-silent", "broker-mismatch", "broker-error-with-fd",
+         "broker-two-fds"],
 )
-def test_broker_failures_close_each_descriptor_once(
-        unpriv_user: priv.User, netns: priv.Netns, mode: str, error: str) -> None:
+def test_helper_failures_close_each_descriptor_once(
+        unpriv_user: priv.User, netns: priv.Netns, acquire: str, mode: str,
+        error: str) -> None:
     with fake_helper(mode) as helper:
-        got = attempt(unpriv_user, netns, helper, BROKER)
+        got = attempt(unpriv_user, netns, helper, acquire)
     assert_closed_once(got, error)
 
 
@@ -217,4 +214,4 @@ def test_patched_bind_failure_under_gprocket_run_closes_once(
                              netns=netns, env={"GPROCKET_HELPER": str(helper)})
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert_closed_once(got, "HelperError: the helper returned a descriptor with type 2")
+    assert_closed_once(got, MISMATCH)

@@ -7,15 +7,18 @@ tests/privileged/test_helper_security.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import socket
 import struct
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import privileged as priv
 
 REPO = Path(__file__).resolve().parents[1]
 HELPER_DIR = REPO / "helper"
@@ -35,6 +38,30 @@ def make(*targets: str, timeout: float = 300) -> subprocess.CompletedProcess[str
 def readelf(*args: str) -> str:
     return subprocess.run(["readelf", *args, str(BINARY)], capture_output=True, text=True,
                           check=True).stdout
+
+
+@contextlib.contextmanager
+def runnable(binary: Path) -> Iterator[Path]:
+    """`binary`, built in the checkout, as a test may run it: from a root-only prefix.
+
+    The helper rightly refuses to serve when a directory above it is
+    writable by others, which the checkout's may be (a clone under /tmp).
+    """
+    if os.geteuid() != 0:
+        # Only root can make the prefix; unprivileged, the helper serves no
+        # privilege either, and runs where it was built.
+        yield binary
+        return
+    with priv.install_helper("plain", source=binary) as copy:
+        yield copy
+
+
+@pytest.fixture(scope="module")
+def helper() -> Iterator[Path]:
+    """The plain build, run from a root-only prefix."""
+    make()
+    with runnable(BINARY) as copy:
+        yield copy
 
 
 def hello() -> bytes:
@@ -117,19 +144,17 @@ def test_fuzzers_run_clean(tmp_path: Path) -> None:
         assert not list(tmp_path.glob("crash-*")) and not list(tmp_path.glob("leak-*"))
 
 
-def test_version_and_usage() -> None:
-    make()
-    run = subprocess.run([str(BINARY), "--version"], capture_output=True, text=True,
+def test_version_and_usage(helper: Path) -> None:
+    run = subprocess.run([str(helper), "--version"], capture_output=True, text=True,
                          check=False)
     assert (run.returncode, run.stdout) == (0, "gprocket-helper 1\n")
     for argv in (["--help"], ["--broker", "--broker"], ["-"], [""]):
-        rc = subprocess.run([str(BINARY), *argv], capture_output=True, check=False).returncode
+        rc = subprocess.run([str(helper), *argv], capture_output=True, check=False).returncode
         assert rc == 2
 
 
 @pytest.mark.parametrize("kind", ["devnull", "pipe", "stream", "dgram", "udp", "closed"])
-def test_channel_must_be_an_anonymous_seqpacket_pair(kind: str) -> None:
-    make()
+def test_channel_must_be_an_anonymous_seqpacket_pair(kind: str, helper: Path) -> None:
     keep: list[socket.socket] = []
     if kind == "devnull":
         stdin: int | None = os.open("/dev/null", os.O_RDONLY)
@@ -146,7 +171,7 @@ def test_channel_must_be_an_anonymous_seqpacket_pair(kind: str) -> None:
         stdin = keep[1].fileno()
     try:
         # fd 0 closed: the shell execs the helper with nothing on 0.
-        argv = ["sh", "-c", f'exec "{BINARY}" <&-'] if stdin is None else [str(BINARY)]
+        argv = ["sh", "-c", f'exec "{helper}" <&-'] if stdin is None else [str(helper)]
         rc = subprocess.run(argv, stdin=stdin, capture_output=True, timeout=20,
                             check=False).returncode
         assert rc == 3
@@ -157,11 +182,10 @@ def test_channel_must_be_an_anonymous_seqpacket_pair(kind: str) -> None:
             s.close()
 
 
-def test_one_shot_serves_exactly_one_request() -> None:
-    make()
+def test_one_shot_serves_exactly_one_request(helper: Path) -> None:
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with mine:
-        proc = subprocess.Popen([str(BINARY)], stdin=theirs.fileno())
+        proc = subprocess.Popen([str(helper)], stdin=theirs.fileno())
         theirs.close()
         mine.settimeout(20)
         mine.send(hello())
@@ -183,9 +207,14 @@ def test_whole_helper_under_sanitizers_serves_every_vector() -> None:
     make("san")
     vectors = [x.split() for x in (HELPER_DIR / "vectors.txt").read_text().splitlines()
                if x.strip() and not x.startswith("#")]
+    with runnable(HELPER_DIR / "build" / "gprocket-helper-san") as sanitized:
+        serve_every_vector(sanitized, vectors)
+
+
+def serve_every_vector(sanitized: Path, vectors: list[list[str]]) -> None:
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    proc = subprocess.Popen(["unshare", "--net", str(HELPER_DIR / "build" / "gprocket-helper-san"),
-                             "--broker"], stdin=theirs.fileno())
+    proc = subprocess.Popen(["unshare", "--net", str(sanitized), "--broker"],
+                            stdin=theirs.fileno())
     theirs.close()
     try:
         mine.settimeout(30)

@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import secrets
-import shutil
-import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,26 +130,17 @@ BROKER = 'gprocket.open(80, protocol="tcp", ip="127.0.0.1", strategies="broker")
 
 @contextlib.contextmanager
 def fake_helper(mode: str) -> Iterator[Path]:
-    """The misbehaving helper, installed root-owned in a root-only prefix.
+    """The misbehaving helper, installed as the real one is (root-only prefix, caps).
 
-    The file capability only makes the client take it for an installed
-    helper: a script gains nothing from it (the kernel honours the
+    The file capabilities only make the client take it for an installed
+    helper: a script gains nothing from them (the kernel honours the
     interpreter's, not the script's), so it answers unprivileged.
     """
-    gid = priv.ensure_group(priv.TEST_GROUP)
-    prefix = priv.install_root() / secrets.token_hex(6)
-    target = prefix / "libexec" / "gprocket" / "gprocket-helper"
-    target.parent.mkdir(parents=True)
-    for directory in (prefix, prefix / "libexec", target.parent):
-        directory.chmod(0o755)
-    try:
-        target.write_text(FAKE_HELPER.format(python=priv.VENV_PYTHON, mode=mode))
-        os.chown(target, 0, gid)
-        target.chmod(0o750)
-        subprocess.run(["setcap", "cap_net_bind_service+p", str(target)], check=True)
-        yield target
-    finally:
-        shutil.rmtree(prefix, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        source = Path(scratch) / "fake-helper"
+        source.write_text(FAKE_HELPER.format(python=priv.VENV_PYTHON, mode=mode))
+        with priv.install_helper("caps", source=source) as helper:
+            yield helper
 
 
 def attempt(user: priv.User, netns: priv.Netns, helper: Path, acquire: str) -> dict[str, object]:

@@ -319,21 +319,24 @@ def _numeric_host(host: Any, port: int, family: int, sock_type: int) -> str | No
 
 
 def _replace_descriptor(sock: Any, fd: int) -> None:
-    """dup2 `fd` over `sock`'s descriptor, keeping what the program set on it."""
-    target = sock.fileno()
-    flags = fcntl.fcntl(target, fcntl.F_GETFL)
-    inheritable = os.get_inheritable(target)
-    family = int(sock.family)
-    kept: list[tuple[int, int, int, bool]] = []
-    for level, option, halve in _COPIED_OPTIONS:
-        if (level == socket.IPPROTO_IP and family != socket.AF_INET) or \
-                (level == socket.IPPROTO_IPV6 and family != socket.AF_INET6):
-            continue
-        try:
-            kept.append((level, option, _option(sock, level, option), halve))
-        except OSError:
-            continue  # not meaningful for this socket type (TCP_NODELAY on UDP)
+    """dup2 `fd` over `sock`'s descriptor, keeping what the program set on it.
+
+    `fd` is closed on every path, exactly once (the socket keeps the copy).
+    """
     try:
+        target = sock.fileno()
+        flags = fcntl.fcntl(target, fcntl.F_GETFL)
+        inheritable = os.get_inheritable(target)
+        family = int(sock.family)
+        kept: list[tuple[int, int, int, bool]] = []
+        for level, option, halve in _COPIED_OPTIONS:
+            if (level == socket.IPPROTO_IP and family != socket.AF_INET) or \
+                    (level == socket.IPPROTO_IPV6 and family != socket.AF_INET6):
+                continue
+            try:
+                kept.append((level, option, _option(sock, level, option), halve))
+            except OSError:
+                continue  # not meaningful for this socket type (TCP_NODELAY on UDP)
         # Atomically closes the program's unbound socket and puts the bound
         # one at the same number, so its object (and gevent's watchers,
         # keyed by number and not yet started before bind) stay valid.

@@ -74,6 +74,18 @@ def test_takes_sockets_skips_the_pipe_and_unsets_the_environment() -> None:
     assert got["env"] == []
 
 
+def test_probing_a_passed_pipe_leaves_no_descriptor_behind() -> None:
+    got = run_scenario("""
+        from gprocket._inherited import take_listen_fds
+        before = sorted(os.listdir("/proc/self/fd"))
+        found = take_listen_fds()
+        print(json.dumps({"found": len(found), "before": before,
+                          "after": sorted(os.listdir("/proc/self/fd"))}))
+    """)
+    assert got["found"] == 2  # the pipe at fd 5 is probed and skipped
+    assert got["after"] == got["before"]
+
+
 def test_sockets_meant_for_another_pid_are_not_taken() -> None:
     got = run_scenario("""
         from gprocket._inherited import take_listen_fds

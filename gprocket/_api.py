@@ -103,8 +103,10 @@ def open(
 ) -> Socket:
     """A cooperative gevent socket for the request; ``.rung`` says who opened it.
 
-    Validation and errors as for ``open_fd``. ``family="unspec"`` gives a
-    dual-stack IPv6 socket bound to ``::``.
+    Validation and errors as for ``open_fd``. ``family="unspec"`` follows
+    ``ip``: none (or ``::``) gives a dual-stack IPv6 socket bound to ``::``, a
+    specific IPv6 address an IPv6-only socket (as the kernel makes it), an
+    IPv4 address an inet socket.
     """
     request = SocketRequest(
         port,

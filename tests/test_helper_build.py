@@ -2,12 +2,12 @@
 and under ASan/UBSan), bounded fuzzing, and the behaviour that needs no other user.
 
 Privilege scenarios (setuid, file capabilities, sudo, hostile requests) live in
-tests/privileged/test_helper_security.py.
+tests/privileged/test_helper_security.py; the whole helper under sanitizers in
+tests/privileged/test_helper_sanitized.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -18,42 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import privileged as priv
+from support.helper_build import BINARY, HELPER_DIR, REPO, hello, make, runnable
 
-REPO = Path(__file__).resolve().parents[1]
-HELPER_DIR = REPO / "helper"
-BINARY = REPO / "gprocket" / "_bin" / "gprocket-helper"
 HARDENING = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-D_FORTIFY_SOURCE=2",
              "-fstack-protector-strong", "-fPIE", "-pie")
-FUZZ_SECONDS = 20  # per harness; two harnesses stay well inside CI's 60 s budget
-
-
-def make(*targets: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["make", "-C", str(HELPER_DIR), *targets], capture_output=True,
-                          text=True, timeout=timeout, check=False)
-    assert proc.returncode == 0, f"make {' '.join(targets)} failed:\n{proc.stdout}{proc.stderr}"
-    return proc
+# Per harness; two harnesses stay well inside CI's 60 s budget. The quick
+# unprivileged run (tox -e unit) shortens it.
+FUZZ_SECONDS = int(os.environ.get("GPROCKET_FUZZ_SECONDS", "20"))
 
 
 def readelf(*args: str) -> str:
     return subprocess.run(["readelf", *args, str(BINARY)], capture_output=True, text=True,
                           check=True).stdout
-
-
-@contextlib.contextmanager
-def runnable(binary: Path) -> Iterator[Path]:
-    """`binary`, built in the checkout, as a test may run it: from a root-only prefix.
-
-    The helper rightly refuses to serve when a directory above it is
-    writable by others, which the checkout's may be (a clone under /tmp).
-    """
-    if os.geteuid() != 0:
-        # Only root can make the prefix; unprivileged, the helper serves no
-        # privilege either, and runs where it was built.
-        yield binary
-        return
-    with priv.install_helper("plain", source=binary) as copy:
-        yield copy
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +38,6 @@ def helper() -> Iterator[Path]:
     make()
     with runnable(BINARY) as copy:
         yield copy
-
-
-def hello() -> bytes:
-    return struct.pack("<4sHHIH", b"GPRQ", 1, 192, 42, 4).ljust(192, b"\0")
 
 
 def test_build_uses_the_hardening_flags() -> None:
@@ -196,49 +168,7 @@ def test_one_shot_serves_exactly_one_request(helper: Path) -> None:
         assert mine.recv(200) == b""  # the helper is gone: EOF, not a second answer
 
 
-ERRNOS = {"OK": 0, "EINVAL": 22, "EPROTO": 71, "EMSGSIZE": 90, "EPERM": 1, "EACCES": 13,
-          "EAFNOSUPPORT": 97, "EPROTONOSUPPORT": 93}
-STAGES = ("none", "parse", "policy", "open", "bind", "configure", "namespace", "internal")
 
 
-def test_whole_helper_under_sanitizers_serves_every_vector() -> None:
-    """The privileged half too runs under ASan/UBSan (any report aborts it): every vector
-    through a real broker (as root, in a throwaway network namespace, default policy)."""
-    make("san")
-    vectors = [x.split() for x in (HELPER_DIR / "vectors.txt").read_text().splitlines()
-               if x.strip() and not x.startswith("#")]
-    with runnable(HELPER_DIR / "build" / "gprocket-helper-san") as sanitized:
-        serve_every_vector(sanitized, vectors)
 
 
-def serve_every_vector(sanitized: Path, vectors: list[list[str]]) -> None:
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    proc = subprocess.Popen(["unshare", "--net", str(sanitized), "--broker"],
-                            stdin=theirs.fileno())
-    theirs.close()
-    try:
-        mine.settimeout(30)
-        served = 0
-        for name, hexdata, err, stage in vectors:
-            mine.send(bytes.fromhex(hexdata))
-            msg, anc, _flags, _addr = mine.recvmsg(200, socket.CMSG_SPACE(4))
-            assert len(msg) == 96, f"{name}: no reply, helper exit {proc.poll()}"
-            got_err, got_stage = struct.unpack_from("<iI", msg, 12)
-            if err == "OK" and got_err == 0:
-                served += 1
-            elif err == "OK":  # the kernel of an empty namespace may still say no
-                assert STAGES[got_stage] in ("open", "bind"), (name, msg[36:])
-            else:
-                assert (got_err, STAGES[got_stage]) == (ERRNOS[err], stage), name
-            for _level, _kind, data in anc:
-                os.close(struct.unpack("i", data[:4])[0])
-            mine.send(hello())  # keeps the malformed-in-a-row count low, shows it alive
-            assert struct.unpack_from("<i", mine.recv(200), 12)[0] == 0, name
-        assert served >= 10
-        mine.close()
-        assert proc.wait(timeout=30) == 0  # an ASan/UBSan report would abort instead
-    finally:
-        mine.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

@@ -26,11 +26,6 @@ from gprocket._caps import (
     read_sets,
 )
 
-pytestmark = pytest.mark.skipif(
-    not read_sets().has_permitted(CAP_NET_BIND_SERVICE),
-    reason="needs root (CI runs as root)",
-)
-
 
 def on_thread(work: Callable[[], Any]) -> Any:
     """Run `work` on a fresh native thread whose capabilities die with it."""

@@ -5,7 +5,8 @@ imported eagerly; the larger subsystems are submodules imported on first use,
 so ``import gprocket`` stays cheap: ``gprocket.icmp``, ``gprocket.tuntap``,
 ``gprocket.servers``, ``gprocket.monkey``, ``gprocket.lowlevel``,
 ``gprocket.interfaces``, ``gprocket.bpf``, ``gprocket.ring``, ``gprocket.pcap``,
-``gprocket.rawsock``.
+``gprocket.rawsock``, and ``gprocket.scapy`` (needs scapy installed, so it is
+left out of ``__all__``: ``from gprocket import *`` works without scapy).
 """
 
 import importlib
@@ -18,7 +19,7 @@ from ._spec import DeviceRequest, SocketRequest, TunRequest
 
 _SUBMODULES = frozenset({
     "bpf", "icmp", "interfaces", "lowlevel", "monkey", "pcap", "rawsock", "ring",
-    "servers", "tuntap",
+    "scapy", "servers", "tuntap",
 })
 
 __all__ = [

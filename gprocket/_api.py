@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# Private to gevent, but the one way to ask without creating a hub.
+from gevent._hub_local import get_hub_if_exists
+
 from ._caps import drop_effective
 from ._errors import Attempt
-from ._ladder import StrategySpec, run
+from ._ladder import StrategySpec, resolve, run
 from ._socket import Socket
 from ._spec import DeviceRequest, Request, SocketRequest, TunRequest
 
@@ -46,6 +50,30 @@ def acquire(
         )
     fd, rung, attempts = run(request, strategies, helper)
     return Acquired(fd, rung, attempts)
+
+
+def acquire_in_thread(
+    request: Request, *, strategies: Strategies = None, helper: HelperPath = None
+) -> Acquired:
+    """``acquire``, leaving a native thread that had no gevent hub without one.
+
+    The ladder's cooperative waits need a hub, and gevent makes one per
+    thread on first use; a hub nobody destroys keeps its epoll and eventfd
+    descriptors after its thread has ended. Code that acquires from threads
+    it does not own (monkey patching, scapy's ``AsyncSniffer``) calls this.
+    The main thread keeps its hub (made once, used again), and so does a
+    walk with a broker rung: a broker lives in its thread's hub.
+    """
+    chain = resolve(strategies, helper)
+    fresh = (threading.current_thread() is not threading.main_thread()
+             and get_hub_if_exists() is None
+             and all(strategy.name != "broker" for strategy in chain))
+    try:
+        return acquire(request, strategies=chain)
+    finally:
+        hub = get_hub_if_exists() if fresh else None
+        if hub is not None:
+            hub.destroy(destroy_loop=True)
 
 
 def open_fd(

@@ -18,8 +18,11 @@ starts its own on demand). ``close()`` and interpreter exit shut it down.
 
 The broker belongs to the OS thread that started it: its channel is a
 gevent socket of that thread's hub, and the helper's PR_SET_PDEATHSIG fires
-when that thread (not the process) exits. So there is one broker per helper
-path per thread that asks, which for a gevent program is the one hub thread.
+when that thread (not the process) exits. A broker also serves one network
+namespace: it enters /run/netns/NAME at start (``--netns NAME``) and drops
+CAP_SYS_ADMIN before it reads a request, so it can never change namespace
+again. So there is one broker per helper path, thread that asks and
+namespace, which for a gevent program is one per namespace it uses.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from gevent.lock import Semaphore
 
 from ._errors import HelperError
 from ._fdpass import receive, verify
-from ._helper import DEFAULT_TIMEOUT, check_runnable, raise_for_reply
+from ._helper import DEFAULT_TIMEOUT, check_runnable, helper_argv, raise_for_reply
 from ._spawn import Child, spawn
 from ._spec import Request
 from ._wire import Reply, encode_request
@@ -55,7 +58,7 @@ __all__ = ["Broker", "get_broker", "shutdown_all"]
 SPIN_SECONDS = 50e-6
 
 _BROKERS: weakref.WeakSet[Broker] = weakref.WeakSet()
-_REGISTRY: dict[tuple[str, int], Broker] = {}
+_REGISTRY: dict[tuple[str, int, str | None], Broker] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
@@ -306,14 +309,17 @@ class _Session:
 
 
 class Broker:
-    """A lazily started broker for the helper at ``path``.
+    """A lazily started broker for the helper at ``path``, serving ``namespace``.
 
-    ``request()`` may be called from any number of greenlets at once.
+    ``request()`` may be called from any number of greenlets at once; every
+    request must name the broker's namespace (None: the one it started in).
     """
 
-    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT,
+                 namespace: str | None = None) -> None:
         self.path = path
         self.timeout = timeout
+        self.namespace = namespace
         self._owner = os.getpid()
         self._session: _Session | None = None
         self._start_lock = Semaphore()
@@ -339,7 +345,7 @@ class Broker:
             if session is None or session.dead is not None:
                 check_runnable(self.path)
                 try:
-                    child = spawn([self.path, "--broker"])
+                    child = spawn(helper_argv(self.path, broker=True, namespace=self.namespace))
                 except OSError as err:
                     raise HelperError(
                         f"cannot start the broker {self.path}: {err.strerror}"
@@ -355,6 +361,11 @@ class Broker:
         RungUnavailable (helper cannot run here) or HelperError (the broker
         died, broke the protocol, or did not answer within ``timeout``).
         """
+        if request.namespace != self.namespace:
+            raise ValueError(
+                f"this broker serves namespace {self.namespace!r}, not {request.namespace!r}: "
+                f"use get_broker(path, {request.namespace!r})"
+            )
         session = self._live_session()
         rid = session.next_id()
         try:
@@ -392,13 +403,13 @@ class Broker:
             session.abandon_after_fork()
 
 
-def get_broker(path: str) -> Broker:
-    """This thread's broker for the helper at ``path``, created on first use."""
-    key = (path, threading.get_ident())
+def get_broker(path: str, namespace: str | None = None) -> Broker:
+    """This thread's broker for the helper at ``path`` in ``namespace``, made on first use."""
+    key = (path, threading.get_ident(), namespace)
     broker = _REGISTRY.get(key)
     if broker is None:
         with _REGISTRY_LOCK:
-            broker = _REGISTRY.setdefault(key, Broker(path))
+            broker = _REGISTRY.setdefault(key, Broker(path, namespace=namespace))
     return broker
 
 

@@ -1,10 +1,11 @@
 """Find the helper, decide whether it can work for us, and ask it once.
 
 The helper is looked for at, in order: the ``helper=`` argument, the
-GPROCKET_HELPER environment variable, /usr/local/libexec/gprocket/ then
-/usr/libexec/gprocket/. It can only lift privilege when it is setuid root
-or carries file capabilities (or when we are root already); otherwise the
-rung is unavailable with the reason and the fix.
+GPROCKET_HELPER environment variable (ignored in a privileged process, see
+_environ), /usr/local/libexec/gprocket/ then /usr/libexec/gprocket/. It can
+only lift privilege when it is setuid root or carries file capabilities (or
+when we are root already); otherwise the rung is unavailable with the reason
+and the fix.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import stat
 from pathlib import Path
 
+from ._environ import trusted_getenv
 from ._errors import HelperError, PolicyDenied, RungRefused, RungUnavailable
 from ._fdpass import receive, verify
 from ._spawn import Child, spawn
@@ -27,6 +29,7 @@ __all__ = [
     "INSTALL_FIX",
     "SEARCH_PATH",
     "check_runnable",
+    "helper_argv",
     "locate",
     "one_shot",
     "raise_for_reply",
@@ -47,7 +50,7 @@ def locate(helper: str | os.PathLike[str] | None = None) -> str:
     """The helper's path; raises RungUnavailable naming every place looked at."""
     if helper is not None:
         return os.fspath(helper)
-    env = os.environ.get("GPROCKET_HELPER")
+    env = trusted_getenv("GPROCKET_HELPER")
     if env:
         return env
     for candidate in SEARCH_PATH:
@@ -106,6 +109,14 @@ def check_runnable(path: str) -> str:
     return "caps"
 
 
+def helper_argv(path: str, *, broker: bool, namespace: str | None) -> list[str]:
+    """The helper's command line: PROTOCOL.md's ``[--broker] [--netns NAME]``."""
+    argv = [path, "--broker"] if broker else [path]
+    if namespace is not None:
+        argv += ["--netns", namespace]
+    return argv
+
+
 def sudo_path() -> str:
     """The sudo program; raises RungUnavailable when it is not installed."""
     found = shutil.which("sudo", path=_SUDO_ENV["PATH"])
@@ -154,12 +165,17 @@ def one_shot(
 ) -> int:
     """Start the helper once (through ``sudo -n`` if asked), get one descriptor.
 
+    A namespaced request starts it with ``--netns NAME``: it enters the
+    namespace before it drops its privileges, then serves the request there.
+
     Never blocks the gevent hub and never waits longer than ``timeout``
     for any step. Raises PolicyDenied, OSError (kernel refusal), HelperError
     (the helper misbehaved or timed out) or RungRefused (sudo said no); no
     process or descriptor is left behind on any path.
     """
-    argv = [sudo_path(), "-n", path] if sudo else [path]
+    argv = helper_argv(path, broker=False, namespace=request.namespace)
+    if sudo:
+        argv = [sudo_path(), "-n", *argv]
     try:
         child = spawn(argv, _SUDO_ENV if sudo else None)
     except OSError as err:

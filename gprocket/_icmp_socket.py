@@ -113,7 +113,11 @@ def _raw(af: int, source: str | None, interface: str | None,
                            interface=interface, strategies=strategies, helper=helper)
     rung = str(getattr(opened, "rung", "plain"))
     fd = opened.detach()
-    return socket.socket(fileno=fd), rung
+    try:
+        return socket.socket(fileno=fd), rung
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _set_rcvbuf(sock: socket.socket, wanted: int) -> int:

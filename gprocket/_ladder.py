@@ -10,19 +10,21 @@ HelperError (the helper misbehaved) also stops it: that is a fault to fix,
 not a missing privilege.
 
 Namespaced requests (``namespace="lab"``): the helper enters
-/run/netns/NAME itself. In-process, only a caller holding CAP_SYS_ADMIN
-(root) can do it, and does it on a fresh native thread (a one-thread gevent
-ThreadPool) that calls setns(2), opens the descriptor and returns to its own
-namespace before exiting: the namespace switch is per thread, so the hub
-thread and its greenlets never leave their namespace. The capabilities rung
-does not enter namespaces (CAP_SYS_ADMIN is far more than the request needs).
+/run/netns/NAME itself, once at start (``--netns NAME``; one broker per
+namespace). In-process, only a caller holding CAP_SYS_ADMIN (root) can do
+it, and does it on a fresh native thread (a one-thread gevent ThreadPool)
+that calls setns(2), opens the descriptor and returns to its own namespace
+before exiting: the namespace switch is per thread, so the hub thread and
+its greenlets never leave their namespace. The capabilities rung does not
+enter namespaces (CAP_SYS_ADMIN is far more than the request needs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from gevent.threadpool import ThreadPool
@@ -39,6 +41,7 @@ from ._caps import (
     raised,
     read_sets,
 )
+from ._environ import trusted_getenv
 from ._errors import Attempt, PolicyDenied, PrivilegeError, RungRefused, RungUnavailable
 from ._helper import INSTALL_FIX, PACKAGED, check_runnable, locate, one_shot, sudo_path
 from ._kernel import PERMISSION_ERRNOS, needed_caps, open_request
@@ -79,7 +82,14 @@ def _setns(fd: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
-def _enter_and_run(namespace: str, work: Callable[[], T]) -> T:
+@contextlib.contextmanager
+def thread_in_namespace(namespace: str) -> Iterator[None]:
+    """Run this thread inside /run/netns/NAMESPACE for the block, then back.
+
+    Needs CAP_SYS_ADMIN. The switch is per thread: use it on a thread of
+    your own (``in_namespace``), or around a block that never yields to
+    other greenlets (tests/support/lab.py). Sockets made inside stay there.
+    """
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
@@ -93,19 +103,24 @@ def _enter_and_run(namespace: str, work: Callable[[], T]) -> T:
         finally:
             os.close(target)
         try:
-            result = work()
-        except BaseException:
+            yield
+        finally:
             _setns(home)
-            raise
-        try:
-            _setns(home)
-        except BaseException:
-            if isinstance(result, int):
-                os.close(result)  # nobody will receive it
-            raise
-        return result
     finally:
         os.close(home)
+
+
+def _enter_and_run(namespace: str, work: Callable[[], T]) -> T:
+    done: list[T] = []
+    try:
+        with thread_in_namespace(namespace):
+            done.append(work())
+    except BaseException:
+        # work() gave a descriptor but the way home failed: nobody will receive it
+        if done and isinstance(done[0], int):
+            os.close(done[0])
+        raise
+    return done[0]
 
 
 def in_namespace(namespace: str, work: Callable[[], T]) -> T:
@@ -207,7 +222,7 @@ class BrokerStrategy:
 
     def acquire(self, request: Request) -> int:
         """Ask this process's broker (started on first use)."""
-        return get_broker(locate(self.helper)).request(request)
+        return get_broker(locate(self.helper), request.namespace).request(request)
 
 
 class HelperStrategy:
@@ -271,10 +286,10 @@ StrategySpec = str | Strategy
 
 def _names(spec: str | Sequence[StrategySpec] | None) -> tuple[tuple[StrategySpec, ...], bool]:
     if spec is None:
-        env = os.environ.get("GPROCKET_STRATEGIES", "").strip()
-        if not env:
+        env = trusted_getenv("GPROCKET_STRATEGIES")
+        if env is None:
             return DEFAULT_ORDER, True
-        spec = env
+        spec = env.strip()
     if isinstance(spec, str):
         parts = [part.strip() for part in spec.split(",")]
         if spec.strip() and not all(parts):
@@ -291,7 +306,8 @@ def resolve(
 ) -> list[Strategy]:
     """The strategy objects for ``strategies`` (names, objects, or a comma list).
 
-    None means GPROCKET_STRATEGIES, else the default order. Raises
+    None means GPROCKET_STRATEGIES (ignored in a privileged process: see
+    _environ), else the default order. Raises
     ValueError for an unknown name.
     """
     specs, default = _names(strategies)

@@ -36,7 +36,8 @@ from typing import Any
 import gevent.monkey
 import gevent.socket
 
-from ._api import acquire
+from ._api import acquire_in_thread
+from ._environ import trusted_getenv
 from ._errors import PrivilegeError
 from ._ladder import DEFAULT_ORDER
 from ._socket import disown
@@ -174,9 +175,10 @@ def _strategies() -> tuple[str, ...] | None:
     child would outlive its use, and the broker's reader greenlet lives in
     the hub of the thread that started it, so another native thread waiting
     on it would never be answered. A one-shot helper per call has neither
-    problem. GPROCKET_STRATEGIES, when set, is used as given.
+    problem. GPROCKET_STRATEGIES, when set (and honoured: see _environ), is
+    used as given.
     """
-    if os.environ.get("GPROCKET_STRATEGIES", "").strip():
+    if trusted_getenv("GPROCKET_STRATEGIES") is not None:
         return None
     return tuple("helper" if name == "broker" else name for name in DEFAULT_ORDER)
 
@@ -185,7 +187,8 @@ def _acquire_fd(request: SocketRequest, denied: PermissionError) -> int:
     """The descriptor from the ladder; its failure is raised from the original denial."""
     try:
         with _ladder_call():
-            return acquire(request, strategies=_strategies()).fd
+            # Programs call from any native thread: leave none with a stray hub.
+            return acquire_in_thread(request, strategies=_strategies()).fd
     except PrivilegeError as failure:
         raise failure from denied
 

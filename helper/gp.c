@@ -18,7 +18,7 @@ enum { TY_STREAM = 1, TY_DGRAM = 2, TY_RAW = 3, TY_SEQPACKET = 5 };
 /* Rule kinds by R_* number, for parsing and printing policy lines. */
 static const char *const kinds[] = { "?", "bind", "raw", "packet", "tun", "device", "netns" };
 
-const char gp_default_policy[] = "allow * bind any 1-1023\nallow * raw icmp,icmpv6\n";
+const char gp_default_policy[] = "allow * bind any 1-1023\n";
 
 int gp_fail(struct gp_status *st, int err, int stage, const char *fmt, ...)
 {
@@ -135,11 +135,14 @@ void gp_put_reply(uint8_t out[GP_REP_SIZE], uint32_t id, const struct gp_status 
                   const char *ifname)
 {
 	memset(out, 0, GP_REP_SIZE);
-	memcpy(out, "GPRP", 4);
-	put16(out + 4, 1), put16(out + 6, GP_REP_SIZE), put32(out + 8, id);
-	put32(out + 12, (uint32_t)st->err), put32(out + 16, (uint32_t)st->stage);
-	if (ifname) memcpy(out + 20, ifname, strnlen(ifname, 15));
-	memcpy(out + 36, st->detail, strnlen(st->detail, GP_DETAIL - 1));
+	memcpy(out + RP_MAGIC, "GPRP", 4);
+	put16(out + RP_VERSION, 1);
+	put16(out + RP_SIZE, GP_REP_SIZE);
+	put32(out + RP_ID, id);
+	put32(out + RP_ERROR, (uint32_t)st->err);
+	put32(out + RP_STAGE, (uint32_t)st->stage);
+	if (ifname) memcpy(out + RP_IFNAME, ifname, strnlen(ifname, RP_DETAIL - RP_IFNAME - 1));
+	memcpy(out + RP_DETAIL, st->detail, strnlen(st->detail, GP_DETAIL - 1));
 }
 
 /* ---- policy ---- */
@@ -393,6 +396,21 @@ int gp_authorize(const struct gp_policy *p, const struct gp_ident *id, struct gp
 		return DENY("policy: %s port %u not granted",
 		            cls == P_TCP ? "tcp" : cls == P_UDP ? "udp" : "sctp", r->port);
 	return 0;
+}
+
+int gp_authorize_netns(const struct gp_policy *p, const struct gp_ident *id, const char *name,
+                       struct gp_status *st)
+{
+	uint8_t field[RQ_DEVICE - RQ_NETNS] = { 0 };
+	struct gp_req r;
+	size_t len = strnlen(name, sizeof field);
+	memset(&r, 0, sizeof r);
+	gp_fail(st, 0, ST_NONE, "ok");
+	if (len == sizeof field) return BAD("netns name longer than 31 bytes");
+	memcpy(field, name, len);
+	if (!len || !name_field(field, sizeof field, 0, r.netns)) return BAD("bad netns name");
+	if (p->broken) return gp_fail(st, EACCES, ST_POLICY, "%s", p->why);
+	return has_rule(p, id, R_NETNS, &r) ? 0 : DENY("policy: netns %s not granted", r.netns);
 }
 
 uint64_t gp_needed_caps(const struct gp_policy *p, const struct gp_ident *id, int tun_root_only)

@@ -1,9 +1,11 @@
 /* helper.c - gprocket-helper, the privileged half: start-up hygiene, identity,
- * policy loading, privilege drop, and opening the descriptor for one request
- * at a time. Parsing and authorization live in gp.c (pure, fuzzed).
+ * policy loading, entering the namespace it serves, privilege drop, containment
+ * (sandbox.c), and opening the descriptor for one request at a time. Parsing and
+ * authorization live in gp.c (pure, fuzzed).
  * Wire format: PROTOCOL.md; promises and their tests: ../docs/SECURITY.md. */
 #define _GNU_SOURCE
 #include "gp.h"
+#include "sandbox.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +16,7 @@
 #include <linux/if_tun.h>
 #include <linux/magic.h>
 #include <linux/nsfs.h>
+#include <linux/securebits.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <linux/ipv6.h> /* after netinet/in.h: struct in6_ifreq */
@@ -32,14 +35,16 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Exit codes (docs/SECURITY.md). */
-enum { EX_USAGE = 2, EX_CHANNEL = 3, EX_DROP = 4, EX_IO = 5, EX_NETNS = 6, EX_MALFORMED = 7 };
+/* Exit codes (docs/SECURITY.md; 6 is retired: the namespace is entered once, at start). */
+enum { EX_USAGE = 2, EX_CHANNEL = 3, EX_DROP = 4, EX_IO = 5, EX_MALFORMED = 7, EX_SANDBOX = 8 };
 
 static struct gp_policy pol;
 static struct gp_ident me;
 static const char *mode = "caps";
-static uint64_t held;    /* the narrowed permitted set */
-static int orig_ns = -1; /* the helper's own network namespace, kept only if netns is possible */
+static uint64_t held; /* the narrowed permitted set */
+static char netns[32];  /* the namespace this helper serves (--netns), "" = the one it started in */
+static struct gp_status ns_refused; /* why --netns could not be entered: every request gets it */
+static struct gp_sandbox sb;
 static char polbuf[GP_POLICY_MAX + 1], pwbuf[1 << 18], grbuf[1 << 18], polpath[PATH_MAX + 8];
 
 /* capset(2) with an empty inheritable set; any failure is fatal. */
@@ -210,21 +215,50 @@ static int load_policy(void)
 	return pol.broken ? -1 : 0;
 }
 
+/* The securebits locked at the drop: root is no longer special, uid changes leave
+ * the capability sets alone (the drop trims them itself), and none of it can be undone. */
+enum { SECURE = SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+                SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
+                SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED };
+
+/* With CAP_SETPCAP (root, sudo, setuid, and caps installs: FILE_CAPS has it): the
+ * bounding set cut down to `keep`, the securebits locked. Needs SETPCAP effective. */
+static void lock_caps(uint64_t keep)
+{
+	for (int c = 0; c < 64 && prctl(PR_CAPBSET_READ, c, 0, 0, 0) >= 0; c++)
+		if (!(keep >> c & 1) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0)) _exit(EX_DROP);
+	if (prctl(PR_SET_SECUREBITS, SECURE, 0, 0, 0)) _exit(EX_DROP);
+}
+
+/* 1 when the bounding set is exactly `keep`. */
+static int bounding_is(uint64_t keep)
+{
+	int c;
+	int in;
+	for (c = 0; c < 64 && (in = prctl(PR_CAPBSET_READ, c, 0, 0, 0)) >= 0; c++)
+		if (in != (int)(keep >> c & 1)) return 0;
+	return c > CAP_SETPCAP;
+}
+
 /* Become the caller for good: no supplementary groups, all uids/gids equal,
- * only the capabilities in `want` permitted, none effective; then verify. */
+ * only the capabilities in `want` permitted, none effective, and where CAP_SETPCAP
+ * allows it no other in the bounding set and the securebits locked; then verify. */
 static void drop(uint64_t want)
 {
 	uint64_t other, prm = capget3(&other);
 	uid_t r, e, s;
 	gid_t rg, eg, sg;
+	int setpcap = (int)(prm >> CAP_SETPCAP & 1);
 	held = want & prm;
-	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) ||
-	    (geteuid() == 0 && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)))
-		_exit(EX_DROP);
-	capset3(prm, (1ull << GCAP_SETGID | 1ull << CAP_SETUID) & prm);
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)) _exit(EX_DROP);
+	capset3(prm, (1ull << GCAP_SETGID | 1ull << CAP_SETUID | 1ull << CAP_SETPCAP) & prm);
+	if (setpcap)
+		lock_caps(held);
+	else if (geteuid() == 0 && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0))
+		_exit(EX_DROP); /* an install without SETPCAP: keep-caps carries them over setresuid */
 	if (((prm >> GCAP_SETGID & 1) && setgroups(0, NULL)) ||
 	    setresgid(me.gid, me.gid, me.gid) || setresuid(me.uid, me.uid, me.uid) ||
-	    prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0))
+	    (!setpcap && prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)))
 		_exit(EX_DROP);
 	capset3(held, 0);
 	prm = capget3(&other);
@@ -232,27 +266,42 @@ static void drop(uint64_t want)
 	    s != me.uid || rg != me.gid || eg != me.gid || sg != me.gid || prm != held || other ||
 	    (held && getgroups(0, NULL) != 0) || prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1)
 		_exit(EX_DROP);
+	if (setpcap && (!bounding_is(held) || prctl(PR_GET_SECUREBITS, 0, 0, 0, 0) != SECURE))
+		_exit(EX_DROP);
+	sb.bounding = setpcap;
+	sb.securebits = (unsigned)prctl(PR_GET_SECUREBITS, 0, 0, 0, 0);
 }
 
-/* /run/netns/NAME, opened without following links, must be an nsfs network namespace. */
-static int enter_ns(const char *name, struct gp_status *st)
+/* --netns NAME: checked as the request field is and granted by a `netns` rule, then
+ * entered once, before the drop: no broker holds CAP_SYS_ADMIN while it reads requests.
+ * A refusal is kept and given as the answer to every request (the client reports it
+ * as it would a per-request refusal). /run/netns/NAME, opened without following
+ * links, must be an nsfs network namespace. */
+static void enter_netns(const char *name)
 {
 	struct statfs sf;
-	int dfd = open("/run/netns", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	int fd = dfd < 0 ? -1 : openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
-	int e = errno;
+	uint64_t other, prm = capget3(&other);
+	int dfd, fd, e;
+	if (gp_authorize_netns(&pol, &me, name, &ns_refused)) return;
+	snprintf(netns, sizeof netns, "%s", name); /* checked above: at most 31 bytes */
+	dfd = open("/run/netns", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	fd = dfd < 0 ? -1 : openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	e = errno;
 	if (dfd >= 0) close(dfd);
-	if (fd < 0) return failfd(-1, st, e, ST_NAMESPACE, "open /run/netns entry");
-	if (orig_ns < 0 || fstatfs(fd, &sf) || sf.f_type != NSFS_MAGIC ||
-	    ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNET)
-		return failfd(fd, st, EINVAL, ST_NAMESPACE, "not a network namespace");
-	return CAPPED(GCAP_SYS_ADMIN, setns(fd, CLONE_NEWNET))
-	       ? failfd(fd, st, errno, ST_NAMESPACE, "setns") : (close(fd), 0);
-}
-
-static void leave_ns(void)
-{
-	if (CAPPED(GCAP_SYS_ADMIN, setns(orig_ns, CLONE_NEWNET))) _exit(EX_NETNS);
+	if (fd < 0) {
+		failfd(-1, &ns_refused, e, ST_NAMESPACE, "open /run/netns entry");
+		return;
+	}
+	if (fstatfs(fd, &sf) || sf.f_type != NSFS_MAGIC || ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNET) {
+		failfd(fd, &ns_refused, EINVAL, ST_NAMESPACE, "not a network namespace");
+		return;
+	}
+	capset3(prm, (1ull << GCAP_SYS_ADMIN) & prm);
+	if (setns(fd, CLONE_NEWNET))
+		failfd(fd, &ns_refused, errno, ST_NAMESPACE, "setns");
+	else
+		close(fd);
+	capset3(prm, 0);
 }
 
 static int open_socket(const struct gp_req *r, struct gp_status *st)
@@ -371,11 +420,19 @@ static int handle(struct gp_req *r, struct gp_status *st)
 {
 	if (r->op == OP_HELLO)
 		return gp_fail(st, 0, ST_NONE, "gprocket-helper 1 mode=%s uid=%u", mode, me.uid), -1;
-	if (gp_authorize(&pol, &me, r, st) || (r->netns[0] && enter_ns(r->netns, st))) return -1;
-	int fd = r->op == OP_SOCKET ? open_socket(r, st) : r->op == OP_TUN ? open_tun(r, st)
-	                                                                   : open_tun_dev(st);
-	if (r->netns[0]) leave_ns();
-	return fd;
+	if (gp_authorize(&pol, &me, r, st)) return -1;
+	if (ns_refused.err) {
+		*st = ns_refused;
+		return -1;
+	}
+	/* One broker per namespace (--netns): it never changes namespace after start-up. */
+	if (strcmp(r->netns, netns)) {
+		gp_fail(st, EINVAL, ST_NAMESPACE, "netns %.20s asked, %.20s served", r->netns[0] ? r->netns : "(own)",
+		        netns[0] ? netns : "(own)");
+		return -1;
+	}
+	return r->op == OP_SOCKET ? open_socket(r, st) : r->op == OP_TUN ? open_tun(r, st)
+	                                                                 : open_tun_dev(st);
 }
 
 static void reply(uint32_t id, const struct gp_status *st, int fd, const char *ifname)
@@ -414,13 +471,10 @@ static ssize_t next_request(struct msghdr *mh, long spin_ns)
 }
 
 /* One loop for both modes: one-shot is the broker stopped after one request. */
-static void serve(int broker)
+static void serve(int broker, long spin_ns)
 {
 	static uint8_t in[GP_REQ_SIZE + 1];
-	static cpu_set_t cpus;
 	int malformed = 0;
-	long spin_ns = broker && !sched_getaffinity(0, sizeof cpus, &cpus) && CPU_COUNT(&cpus) > 1;
-	spin_ns *= 50000;
 	for (;;) {
 		struct iovec iov = { in, sizeof in };
 		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
@@ -454,32 +508,105 @@ static int check_policy(void)
 	return fflush(stdout) ? 1 : 0;
 }
 
+/* --sandbox-report: this process confined as a broker would be, then what took
+ * effect, one "key: value" line per layer (PROTOCOL.md; doctor shows it). */
+static int sandbox_report(const char *selftest)
+{
+	static char out[1024];
+	struct stat st;
+	int fd;
+	ssize_t n;
+	/* RLIMIT_FSIZE 0 would stop the report at a regular file: it goes to a pipe or tty. */
+	if (fstat(1, &st) || S_ISREG(st.st_mode)) {
+		static const char msg[] = "gprocket-helper: --sandbox-report writes to a pipe or "
+		                          "terminal only (RLIMIT_FSIZE is 0 in the sandbox)\n";
+		return write(2, msg, sizeof msg - 1) < 0 ? EX_IO : EX_USAGE;
+	}
+	drop(0);
+	gp_sandbox_apply(&sb, 1, EX_SANDBOX);
+	/* snprintf and write(2) only: stdio would call fstat and allocate a buffer. */
+	if (gp_sandbox_format(&sb, out, sizeof out)) return EX_IO;
+	n = write(1, out, strlen(out));
+	if (n != (ssize_t)strlen(out)) return EX_IO;
+	if (!selftest) return 0;
+#ifdef GP_SANDBOX_SELFTEST
+	/* Test builds only (build/, never installed): a forbidden call, a file outside. */
+	if (!strcmp(selftest, "seccomp")) {
+		static const char msg[] = "selftest: execve /bin/true\n";
+		char *const args[] = { "/bin/true", NULL };
+		if (write(1, msg, sizeof msg - 1) < 0) return EX_IO;
+		execve(args[0], args, args + 1); /* SIGSYS: the filter kills the process */
+		return EX_SANDBOX;
+	}
+	static const char *const paths[] = { "/etc/passwd", "/sys/class/net/lo/mtu" };
+	for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+		const char *name;
+		fd = open(paths[i], O_RDONLY | O_CLOEXEC);
+		name = fd < 0 ? strerrorname_np(errno) : "ok";
+		if (fd >= 0) close(fd);
+		snprintf(out, sizeof out, "selftest: open %s: %s\n", paths[i], name ? name : "?");
+		if (write(1, out, strlen(out)) < 0) return EX_IO;
+	}
+#else
+	(void)fd;
+#endif
+	return 0;
+}
+
+/* argv selects a mode and, for a broker or one-shot, the namespace it serves:
+ *   --version | --check-policy | --sandbox-report | [--broker] [--netns NAME]
+ * (test builds: --sandbox-report --selftest seccomp|landlock). Anything else: 2. */
 int main(int argc, char **argv)
 {
-	int broker = argc == 2 && !strcmp(argv[1], "--broker");
+	static cpu_set_t cpus;
+	int broker = 0;
 	int check = argc == 2 && !strcmp(argv[1], "--check-policy");
+	int report = argc >= 2 && !strcmp(argv[1], "--sandbox-report");
+	int i = 1;
+	const char *ns = NULL;
+	const char *selftest = NULL;
 	char sudo_uid[16] = "";
 	struct stat ts;
+	long spin_ns;
 	if (argc == 2 && !strcmp(argv[1], "--version"))
 		return puts("gprocket-helper 1") < 0 || fflush(stdout);
-	if (argc > 2 || (argc == 2 && !broker && !check)) return EX_USAGE;
+	if (check || report) i = 2;
+#ifdef GP_SANDBOX_SELFTEST
+	if (report && argc == 4 && !strcmp(argv[2], "--selftest")) {
+		selftest = argv[3];
+		i = 4;
+	}
+#endif
+	if (!check && !report && i < argc && !strcmp(argv[i], "--broker")) {
+		broker = 1;
+		i++;
+	}
+	if (!check && !report && i + 1 < argc && !strcmp(argv[i], "--netns")) {
+		ns = argv[i + 1];
+		i += 2;
+	}
+	if (i != argc || (ns && !ns[0])) return EX_USAGE;
 	pid_t ppid = getppid();
-	setup_fds(check);
+	setup_fds(check || report);
 	const char *su = getenv("SUDO_UID"); /* read before the environment is dropped */
 	if (su && snprintf(sudo_uid, sizeof sudo_uid, "%s", su) >= (int)sizeof sudo_uid) _exit(EX_CHANNEL);
 	if (clearenv() || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0))
 		_exit(EX_DROP);
-	if (!check) check_channel();
-	identify(sudo_uid, !check);
+	if (!check && !report) check_channel();
+	identify(sudo_uid, !check && !report);
+	if (report) return sandbox_report(selftest);
 	(void)load_policy(); /* a refused policy denies every request, with its reason */
+	if (ns) enter_netns(ns); /* before the drop: CAP_SYS_ADMIN ends with it */
 	int tun_root_only = stat("/dev/net/tun", &ts) == 0 && (ts.st_mode & 06) != 06;
 	uint64_t want = check ? 0 : gp_needed_caps(&pol, &me, tun_root_only);
-	if ((want >> GCAP_SYS_ADMIN & 1) && (orig_ns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)) < 0)
-		_exit(EX_NETNS);
-	drop(want);
+	drop(want & ~(1ull << GCAP_SYS_ADMIN));
 	if (check) return check_policy();
 	/* After the drop: a credential change would have reset it. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) || getppid() != ppid) _exit(EX_CHANNEL);
-	serve(broker);
+	spin_ns = broker && !sched_getaffinity(0, sizeof cpus, &cpus) && CPU_COUNT(&cpus) > 1;
+	spin_ns *= 50000;
+	/* Last before the first read: from here on only the request loop's calls work. */
+	gp_sandbox_apply(&sb, 0, EX_SANDBOX);
+	serve(broker, spin_ns);
 	return 0;
 }

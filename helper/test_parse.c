@@ -116,7 +116,7 @@ static void test_policies(void)
 	static const struct { const char *text; int broken, nrules; } cases[] = {
 		{ "", 0, 0 },
 		{ "# only a comment\n\n   \t\n", 0, 0 },
-		{ gp_default_policy, 0, 2 },
+		{ gp_default_policy, 0, 1 },
 		{ "allow * bind tcp 80", 0, 1 },
 		{ "allow * bind tcp,udp,sctp 1-1023 # comment", 0, 1 },
 		{ "allow\t*\tbind\tudp\t53\t192.0.2.10\r\n", 0, 1 },
@@ -258,6 +258,15 @@ static void test_authorize(void)
 	CHECK(authz(p, &bob, n) == EPERM, "bob netns lab");
 	memcpy(n.netns, "lab2", 5);
 	CHECK(authz(p, &alice, n) == EPERM, "alice netns lab2");
+	/* --netns NAME: the same name rules as the field, the same grant. */
+	CHECK(gp_authorize_netns(p, &alice, "lab", &st) == 0, "alice --netns lab");
+	CHECK(gp_authorize_netns(p, &bob, "lab", &st) == EPERM && st.stage == ST_POLICY, "bob --netns");
+	CHECK(gp_authorize_netns(p, &alice, "lab2", &st) == EPERM, "alice --netns lab2");
+	static const char *const bad_ns[] = { "", ".", "..", "../lab", "/run/netns/lab", "-lab",
+	                                      "la b", "lab\xff", "0123456789abcdef0123456789abcdef" };
+	for (size_t i = 0; i < sizeof bad_ns / sizeof bad_ns[0]; i++)
+		CHECK(gp_authorize_netns(p, &alice, bad_ns[i], &st) == EINVAL && st.stage == ST_PARSE,
+		      "--netns '%s' refused as a bad name", bad_ns[i]);
 	struct gp_req d = { .op = OP_DEVICE };
 	memcpy(d.device, "net/tun", 8);
 	CHECK(authz(p, &bob, d) == 0, "device net/tun");

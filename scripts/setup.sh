@@ -43,6 +43,9 @@ fi
 make -s -C "$here/helper"
 # A real (non-editable) install: the checkout may sit under /root, which other
 # users cannot read, while the venv's site-packages is readable by everyone.
+# setuptools copies into build/lib.* and never deletes there: a module moved
+# out of the package would still be installed from a stale copy.
+rm -rf "$here"/build/lib.*
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
     --no-build-isolation --force-reinstall "$here" >/dev/null
 chmod -R a+rX "$(dirname "$venv")"

@@ -3,7 +3,9 @@
 Every name in ``gprocket.__all__`` imports; the lazy submodule table in
 gprocket/__init__.py names exactly the package's public modules, so a new
 public module cannot be left out of ``gprocket.<name>`` (or an old one kept in
-the table after it is gone); ``import gprocket`` stays cheap.
+the table after it is gone); ``import gprocket`` stays cheap. A module that
+needs an optional dependency (``scapy``) is in the table but not in
+``__all__``, so ``from gprocket import *`` works without it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import gprocket
 # The command line (``gprocket ...``, python -m gprocket.cli) is a program,
 # not part of the import API.
 NOT_IMPORT_API = frozenset({"cli"})
+# Public, lazy, but left out of __all__: each imports the optional dependency
+# of its name (pip install gprocket[scapy]).
+OPTIONAL = frozenset({"scapy"})
 
 
 def public_modules() -> set[str]:
@@ -33,7 +38,20 @@ def test_lazy_table_matches_the_public_modules() -> None:
 
 
 def test_every_public_module_is_in_all() -> None:
-    assert public_modules() <= set(gprocket.__all__)
+    assert public_modules() >= OPTIONAL
+    assert public_modules() - OPTIONAL <= set(gprocket.__all__)
+    assert OPTIONAL.isdisjoint(gprocket.__all__)
+
+
+def test_star_import_works_without_the_optional_dependencies() -> None:
+    blocked = "".join(f"sys.modules[{name!r}] = None; " for name in sorted(OPTIONAL))
+    code = (f"import sys; {blocked}import gprocket; from gprocket import *; "
+            "print(len([n for n in gprocket.__all__ if n in globals()]), len(gprocket.__all__))")
+    proc = subprocess.run([sys.executable, "-P", "-c", code],
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    found, promised = proc.stdout.split()
+    assert found == promised
 
 
 @pytest.mark.parametrize("name", gprocket.__all__)

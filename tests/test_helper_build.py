@@ -20,8 +20,12 @@ from pathlib import Path
 import pytest
 from support.helper_build import BINARY, HELPER_DIR, REPO, hello, make, runnable
 
-HARDENING = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-D_FORTIFY_SOURCE=2",
-             "-fstack-protector-strong", "-fPIE", "-pie")
+from gprocket import _wire
+
+HARDENING = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-U_FORTIFY_SOURCE",
+             "-D_FORTIFY_SOURCE=3", "-fstack-protector-strong", "-fstack-clash-protection",
+             "-fcf-protection=full", "-ftrivial-auto-var-init=zero", "-fPIE", "-pie",
+             "-Wl,-z,relro,-z,now")
 # Per harness; two harnesses stay well inside CI's 60 s budget. The quick
 # unprivileged run (tox -e unit) shortens it.
 FUZZ_SECONDS = int(os.environ.get("GPROCKET_FUZZ_SECONDS", "20"))
@@ -40,18 +44,40 @@ def helper() -> Iterator[Path]:
         yield copy
 
 
+def compile_line(*args: str) -> list[str]:
+    dry = make("-B", "-n", *args).stdout
+    return next(x for x in dry.splitlines() if "-o ../gprocket/_bin/gprocket-helper" in x).split()
+
+
 def test_build_uses_the_hardening_flags() -> None:
-    dry = make("-B", "-n").stdout
-    line = next(x for x in dry.splitlines() if "-o ../gprocket/_bin/gprocket-helper" in x)
-    assert all(flag in line.split() for flag in HARDENING), line
+    line = compile_line()
+    assert [flag for flag in HARDENING if flag not in line] == [], line
     make()
     assert BINARY.is_file() and os.access(BINARY, os.X_OK)
+
+
+def test_distribution_flags_are_kept_and_ours_come_last() -> None:
+    """CFLAGS/LDFLAGS of a distribution (command line or environment) are added to,
+    never replaced; our FORTIFY level wins over the distribution's."""
+    for args, env in ((["CFLAGS=-g -D_FORTIFY_SOURCE=2", "LDFLAGS=-Wl,--as-needed"], {}),
+                      ([], {"CFLAGS": "-g -D_FORTIFY_SOURCE=2",
+                            "LDFLAGS": "-Wl,--as-needed"})):
+        proc = subprocess.run(["make", "-C", str(HELPER_DIR), "-B", "-n", *args],
+                              capture_output=True, text=True, check=True,
+                              env={**os.environ, **env})
+        line = next(x for x in proc.stdout.splitlines()
+                    if "-o ../gprocket/_bin/gprocket-helper" in x).split()
+        assert {"-g", "-Wl,--as-needed"} <= set(line), line
+        assert [flag for flag in HARDENING if flag not in line] == [], line
+        assert line.index("-D_FORTIFY_SOURCE=2") < line.index("-U_FORTIFY_SOURCE") < \
+            line.index("-D_FORTIFY_SOURCE=3"), line
 
 
 def test_binary_is_pie_relro_now_with_canaries_and_fortify() -> None:
     make()
     assert "DYN (Position-Independent Executable file)" in readelf("-h")
     dynamic = readelf("-d")
+    assert re.search(r"\(FLAGS\).*\bBIND_NOW\b", dynamic), dynamic
     assert re.search(r"FLAGS_1.*\bNOW\b.*\bPIE\b", dynamic), dynamic
     assert re.findall(r"Shared library: \[(.+?)\]", dynamic) == ["libc.so.6"]
     segments = readelf("-lW")
@@ -61,6 +87,27 @@ def test_binary_is_pie_relro_now_with_canaries_and_fortify() -> None:
     symbols = readelf("--dyn-syms", "-W")
     assert "__stack_chk_fail" in symbols
     assert re.search(r"__\w+_chk\b", symbols.replace("__stack_chk_fail", "")), "no FORTIFY"
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="CET notes are x86-64's")
+def test_binary_carries_the_ibt_and_shstk_notes() -> None:
+    """-fcf-protection=full: every object marks IBT and SHSTK, so the linked binary does
+    (one object without them, e.g. a flag dropped by a rule, clears the note)."""
+    make()
+    notes = readelf("-n")
+    feature = re.search(r"x86 feature: (.*)", notes)
+    assert feature and {"IBT", "SHSTK"} <= {x.strip() for x in feature[1].split(",")}, notes
+
+
+def test_gcc_knows_every_hardening_flag() -> None:
+    """The compiler in use accepts each flag on its own (gcc 12 and later do)."""
+    cc = os.environ.get("CC", "cc")
+    for flag in ("-D_FORTIFY_SOURCE=3", "-fstack-clash-protection", "-fcf-protection=full",
+                 "-ftrivial-auto-var-init=zero", "-fstack-protector-strong"):
+        proc = subprocess.run([cc, "-O2", "-Werror", flag, "-x", "c", "-c", "-o", os.devnull,
+                               "-"], input="int main(void) { return 0; }\n", text=True,
+                              capture_output=True, check=False)
+        assert proc.returncode == 0, (flag, proc.stderr)
 
 
 def test_file_caps_are_published_for_capsetup() -> None:
@@ -88,15 +135,67 @@ def test_vectors_cover_every_errno_and_stage_the_parser_gives() -> None:
             ("EPERM", "policy"), ("EAFNOSUPPORT", "policy")} <= outcomes
 
 
-def test_helper_source_stays_small_and_split() -> None:
-    sources = [HELPER_DIR / name for name in ("helper.c", "gp.c", "gp.h")]
-    total = sum(len(p.read_text().splitlines()) for p in sources)
-    assert total < 1000, f"{total} lines of C"
-    # The fuzzed half makes no system call that opens or changes anything.
+def test_pure_half_makes_no_privileged_call() -> None:
+    """The fuzzed half makes no system call that opens or changes anything."""
     pure = (HELPER_DIR / "gp.c").read_text()
     for call in ("socket", "ioctl", "open", "openat", "setns", "syscall", "setresuid", "read",
-                 "malloc", "getenv", "fopen"):
+                 "malloc", "getenv", "fopen", "prctl", "capset"):
         assert not re.search(rf"\b{call}\(", pure), call
+
+
+def _function(source: str, name: str) -> str:
+    """The body of C function `name` (from its definition to the closing brace at col 0)."""
+    start = re.search(rf"^\S[^;\n]*\b{name}\([^;]*?\)\n{{", source, re.MULTILINE)
+    assert start, name
+    return source[start.end():source.index("\n}", start.end())]
+
+
+def test_sandbox_comes_after_the_drop_and_before_the_first_read() -> None:
+    """main() drops, then confines, then serves; nothing reads the channel before."""
+    main = _function((HELPER_DIR / "helper.c").read_text(), "main")
+    order = [main.index(x) for x in ("enter_netns(", "drop(", "gp_sandbox_apply(", "serve(")]
+    assert order == sorted(order), order
+    assert "recvmsg" not in main and "next_request" not in main
+    report = _function((HELPER_DIR / "helper.c").read_text(), "sandbox_report")
+    assert report.index("drop(") < report.index("gp_sandbox_apply(") < report.index("write(1")
+
+
+def test_every_allowed_system_call_says_why() -> None:
+    """The seccomp allowlist is a table: each row names one call, once, with its reason."""
+    source = (HELPER_DIR / "sandbox.c").read_text()
+    table = source[source.index("static const struct sc_rule allowlist[] = {"):]
+    table = table[:table.index("\n};")]
+    rows = re.findall(r"\{ __NR_(\w+), (ANY|ARG_IN|ARG_NONE_OF), [^\"]*\"([^\"]*)\"", table)
+    assert len(rows) == table.count("{ __NR_") >= 15, rows
+    names = [name for name, _how, _why in rows]
+    assert len(names) == len(set(names)), names
+    assert all(len(why.split()) >= 3 for _name, _how, why in rows), rows
+    # Calls a confined helper must never make again.
+    forbidden = {"execve", "execveat", "fork", "vfork", "clone", "clone3", "ptrace", "setns",
+                 "unshare", "mount", "open", "connect", "sendto", "setuid", "setresuid",
+                 "prctl", "seccomp", "mmap", "mprotect", "write"}
+    assert forbidden.isdisjoint(names), forbidden & set(names)
+    # The sockets it opens and the ioctls it makes are narrowed by argument.
+    assert {name: how for name, how, _why in rows if how != "ANY"} == {
+        "socket": "ARG_IN", "ioctl": "ARG_IN", "openat": "ARG_NONE_OF"}
+
+
+def test_wire_offsets_agree_in_gp_h_the_python_encoder_and_protocol_md() -> None:
+    """RQ_*/RP_* in gp.h (checked by _Static_assert there), the struct formats of
+    gprocket._wire and the tables of PROTOCOL.md name the same offsets."""
+    header = (HELPER_DIR / "gp.h").read_text()
+    doc = (HELPER_DIR / "PROTOCOL.md").read_text()
+    for prefix, fmt, title in (("RQ", _wire._REQUEST.format, "## Request"),
+                               ("RP", _wire._REPLY.format, "## Reply")):
+        named = sorted(int(v) for v in re.findall(rf"\b{prefix}_\w+ = (\d+)", header))
+        offsets, at = [], 0
+        for count, code in re.findall(r"(\d*)([a-zA-Z])", fmt.lstrip("<")):
+            offsets.append(at)
+            at += struct.calcsize(f"<{count}{code}")
+        section = doc[doc.index(title):]
+        section = section[:section.index("\n## ", 1)]
+        documented = [int(x) for x in re.findall(r"^\| (\d+) \|", section, re.MULTILINE)]
+        assert named == [*offsets, at] == [*documented, at], (prefix, named, offsets)
 
 
 @pytest.mark.skipif(shutil.which("clang") is None, reason="clang is part of the CI image")
@@ -166,9 +265,3 @@ def test_one_shot_serves_exactly_one_request(helper: Path) -> None:
         assert reply[36:].rstrip(b"\0").startswith(b"gprocket-helper 1 mode=")
         assert proc.wait(timeout=20) == 0
         assert mine.recv(200) == b""  # the helper is gone: EOF, not a second answer
-
-
-
-
-
-

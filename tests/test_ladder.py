@@ -53,8 +53,6 @@ def test_default_order_and_names() -> None:
     assert [s.name for s in resolve("plain, helper,sudo")] == ["plain", "helper", "sudo"]
 
 
-
-
 @pytest.mark.parametrize("bad", ["", "plain,,", ["plain", "magic"]])
 def test_bad_strategy_lists(bad: object) -> None:
     with pytest.raises(ValueError, match=r"is empty|has an empty name|unknown strategy"):
@@ -169,7 +167,3 @@ def test_socket_drops_into_datagram_server() -> None:
         client.close()
     finally:
         server.stop()
-
-
-
-

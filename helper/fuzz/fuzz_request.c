@@ -1,5 +1,6 @@
 /* fuzz_request.c - libFuzzer harness: any bytes through the request parser and,
- * when they parse, authorization under the default policy and a rich one.
+ * when they parse, authorization under the default policy and a rich one; the
+ * same bytes as a --netns argument.
  * Checks the invariants the privileged side relies on. */
 #define _GNU_SOURCE
 #include "gp.h"
@@ -40,5 +41,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort(); /* an accepted TUN request always carries a bounded name */
 	}
 	gp_put_reply(out, r.id, &st, r.ifname);
+	/* The same bytes as a --netns argument: accepted only as the field would be. */
+	char arg[64];
+	size_t n = size < sizeof arg - 1 ? size : sizeof arg - 1;
+	memcpy(arg, data, n);
+	arg[n] = '\0';
+	if (!gp_authorize_netns(&rich, &id, arg, &st) && strcmp(arg, "lab"))
+		abort(); /* rich grants exactly one namespace */
 	return 0;
 }

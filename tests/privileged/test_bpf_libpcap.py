@@ -12,9 +12,9 @@ import subprocess
 import gevent.socket
 import pytest
 from support.bpf_check import kernel_accepts
+from support.lab import VethLab, ether_frame, inside, veth_lab
 
 from gprocket import bpf
-from gprocket._packet_lab import VethLab, ether_frame, inside, veth_lab
 from gprocket.ring import BatchSender, RxRing
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from support import privileged as priv
 
-from capsetup.policy import load_policy
+from gprocket._policy import load_policy
 
 pytestmark = pytest.mark.privileged
 

@@ -1,4 +1,4 @@
-"""capsetup's security.capability encoding read back by getcap (root writes the attribute)."""
+"""The security.capability encoding (gprocket._filecaps) read back by getcap (root writes it)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from capsetup._filecaps import (
-    encode_xattr,
-    parse_caps,
-)
+from gprocket._filecaps import encode_xattr, parse_caps
 
 
 def test_getcap_reads_what_we_encode(tmp_path: Path) -> None:

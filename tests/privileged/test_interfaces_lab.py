@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import gevent.socket
 import pytest
+from support.lab import VethLab, inside, veth_lab
 
 from gprocket import interfaces
-from gprocket._packet_lab import VethLab, inside, veth_lab
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,15 @@ import gprocket
 
 
 def test_environment_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GPROCKET_STRATEGIES", "capabilities")
-    with gprocket.open(53, protocol="udp", ip="127.0.0.1") as sock:
-        assert sock.rung == "capabilities"
+    # A privileged process ignores GPROCKET_STRATEGIES (issue 12, finding 7; an
+    # unprivileged one honours it: tests/privileged/test_environ.py).
     monkeypatch.setenv("GPROCKET_STRATEGIES", "plain,teleport")
+    with gprocket.open(53, protocol="udp", ip="127.0.0.1") as sock:
+        assert sock.rung == "plain"  # the default ladder, not the unknown name
+    with gprocket.open(53, protocol="udp", ip="127.0.0.1", strategies="capabilities") as sock:
+        assert sock.rung == "capabilities"
     with pytest.raises(ValueError, match="unknown strategy 'teleport'"):
-        gprocket.open(0, protocol="udp")
+        gprocket.open(0, protocol="udp", strategies="plain,teleport")
 
 
 def test_namespaced_request_in_process_for_root(netns) -> None:  # type: ignore[no-untyped-def]
@@ -43,12 +46,11 @@ def test_namespaced_request_in_process_for_root(netns) -> None:  # type: ignore[
     assert info.value.errno == errno.ENOENT
 
 
-def test_ticker_runs_while_a_slow_helper_is_awaited(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_ticker_runs_while_a_slow_helper_is_awaited(tmp_path) -> None:  # type: ignore[no-untyped-def]
     real = os.path.join(os.path.dirname(gprocket.__file__), "_bin", "gprocket-helper")
     slow = tmp_path / "slow-helper"
     slow.write_text(f'#!/bin/sh\nsleep 0.5\nexec {real} "$@"\n')
     slow.chmod(0o755)
-    monkeypatch.setenv("GPROCKET_HELPER", str(slow))
     ticks = []
 
     def ticker() -> None:
@@ -59,7 +61,7 @@ def test_ticker_runs_while_a_slow_helper_is_awaited(tmp_path, monkeypatch) -> No
     tick = gevent.spawn(ticker)
     try:
         gevent.sleep(0)
-        sock = gprocket.open(0, protocol="icmp", strategies="helper")
+        sock = gprocket.open(0, protocol="udp", strategies="helper", helper=str(slow))
     finally:
         tick.kill()
     assert sock.rung == "helper"

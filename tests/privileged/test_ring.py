@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import gevent
 import gevent.socket
 import pytest
+from support.lab import VethLab, ether_frame, inside, veth_lab
 
 from gprocket import pcap, ring
-from gprocket._packet_lab import VethLab, ether_frame, inside, veth_lab
 
 
 @pytest.fixture(scope="module")

@@ -256,12 +256,38 @@ def install_root() -> Path:
     return INSTALL_ROOT
 
 
-def run_capsetup(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run the real capsetup command as root, with the tested package importable."""
-    env = {"PATH": SAFE_PATH, "PYTHONPATH": python_path(), "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([VENV_PYTHON, "-m", "capsetup", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, check=False)
+def capsetup_argv(*args: str, host: bool = True) -> list[str]:
+    """The capsetup command line; an install on the host never opens its ping range.
+
+    ``capsetup install`` brings the helper's group into net.ipv4.ping_group_range
+    and persists it in /etc/sysctl.d: a test that wants that runs capsetup in a
+    network namespace of its own (``host=False``) with --sysctl-dir pointing
+    at a temporary directory; an install on the host gets --no-ping-group.
+    """
+    argv = list(args)
+    if host and argv[:1] == ["install"] and "--no-ping-group" not in argv:
+        argv.append("--no-ping-group")
+    return [VENV_PYTHON, "-m", "capsetup", *argv]
+
+
+def capsetup_env() -> dict[str, str]:
+    return {"PATH": SAFE_PATH, "PYTHONPATH": python_path(), "LANG": "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def run_capsetup(*args: str, timeout: float = 60,
+                 netns: Netns | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real capsetup command as root (inside ``netns`` if given).
+
+    Inside a namespace an install must name --sysctl-dir (or --no-ping-group).
+    """
+    safe = "--sysctl-dir" in args or "--no-ping-group" in args
+    if netns is not None and args[:1] == ("install",) and not safe:
+        raise ValueError("an install in a test names --sysctl-dir: never /etc/sysctl.d")
+    prefix = ["ip", "netns", "exec", netns.name] if netns is not None else []
+    argv = capsetup_argv(*args, host=netns is None)
+    return subprocess.run([*prefix, *argv], capture_output=True,
+                          text=True, env=capsetup_env(), timeout=timeout, check=False)
 
 
 @contextlib.contextmanager
@@ -348,3 +374,24 @@ def children_of(pid: int) -> list[int]:
         return [int(x) for x in path.read_text().split()]
     except FileNotFoundError:
         return []
+
+
+def json_line(proc: subprocess.Popen[str], cmd: dict[str, Any]) -> dict[str, Any]:
+    """Send `cmd` as one JSON line to a driver process, read its one-line JSON answer."""
+    assert proc.stdin and proc.stdout
+    proc.stdin.write(json.dumps(cmd) + "\n")
+    proc.stdin.flush()
+    line = proc.stdout.readline()
+    assert line, f"driver died: {proc.stderr.read() if proc.stderr else ''}"
+    result: dict[str, Any] = json.loads(line)
+    return result
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Kill (if still running) and reap a background process, closing its pipes."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    proc.wait(timeout=20)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream:
+            stream.close()

@@ -16,12 +16,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from capsetup._fs import chain_problems
+from ._install_checks import POLICY_MAX, directory_refusal, policy_file_refusal
 
 __all__ = [
     "DEFAULT_POLICY",
     "DEFAULT_RULES",
     "DEFAULT_RULES_TEXT",
+    "RULE_POWERS",
     "Caller",
     "LoadedPolicy",
     "PolicyCheck",
@@ -29,26 +30,30 @@ __all__ = [
     "Rule",
     "check_with_helper",
     "grants",
+    "load_helper_policy",
     "load_policy",
     "parse_policy",
+    "rule_warning",
     "subject_matches",
 ]
 
 MAX_RULES = 256
 MAX_LINE = 255
-MAX_SIZE = 64 * 1024
+MAX_SIZE = POLICY_MAX
 DEVICE_ALLOWLIST = frozenset({"net/tun"})
 BIND_PROTOS = frozenset({"tcp", "udp", "sctp", "any"})
 RAW_NAMES = {"icmp": 1, "icmpv6": 58}
 
-DEFAULT_RULES_TEXT = "allow * bind any 1-1023\nallow * raw icmp,icmpv6\n"
+DEFAULT_RULES_TEXT = "allow * bind any 1-1023\n"
 DEFAULT_POLICY = (
     "# gprocket helper policy (docs/POLICY.md), written by capsetup.\n"
-    "# Whoever may run the helper (members of its group) may bind low ports\n"
-    "# and open raw ICMP/ICMPv6 sockets. Packet sockets, TUN/TAP devices and\n"
-    "# namespaces need explicit lines, e.g.:\n"
+    "# Whoever may run the helper (members of its group) may bind low ports.\n"
+    "# ICMP echo goes through ping sockets (net.ipv4.ping_group_range, which\n"
+    "# capsetup install opens to the group). Raw and packet sockets, TUN/TAP\n"
+    "# devices and namespaces need explicit lines; a raw rule lets its holder\n"
+    "# send any IP packet with any source address, a packet rule any frame:\n"
+    "#   allow group:lab raw icmp,icmpv6\n"
     "#   allow group:lab packet\n"
-    "#   allow group:lab tun gp* persist\n"
     "#   allow user:monitor netns probe\n" + DEFAULT_RULES_TEXT
 )
 
@@ -258,25 +263,33 @@ class LoadedPolicy:
 
 
 def load_policy(path: Path) -> LoadedPolicy:
-    """Read the policy at ``path`` as the helper would (fail closed).
+    """Read the policy at ``path`` as the helper beside it would (fail closed).
 
-    Never raises for a bad file: ``refused`` says why everything is denied.
+    The helper's order (helper.c load_policy): the directories from ``/``
+    down to the policy's directory, then the file, then its lines; with no
+    file the defaults apply, but only in a root-only directory. Never raises
+    for a bad file: ``refused`` says why everything is denied, in the
+    helper's words.
     """
+    directory = directory_refusal(path.parent)
+    if directory is not None:
+        return LoadedPolicy(path, os.path.lexists(path), (), directory)
     if not os.path.lexists(path):
         return LoadedPolicy(path, False, DEFAULT_RULES, None)
     try:
-        problems = chain_problems(path)
-        if not path.is_file() or path.is_symlink():
-            problems.append(f"{path} is not a regular file")
-        elif path.stat().st_size > MAX_SIZE:
-            problems.append(f"{path} is larger than {MAX_SIZE} bytes")
-        if problems:
-            return LoadedPolicy(path, True, (), "; ".join(problems))
+        problem = policy_file_refusal(path)
+        if problem is not None:
+            return LoadedPolicy(path, True, (), problem)
         return LoadedPolicy(path, True, parse_policy(path.read_text()), None)
     except PolicyError as err:
         return LoadedPolicy(path, True, (), str(err))
     except (OSError, UnicodeDecodeError) as err:
         return LoadedPolicy(path, True, (), f"cannot read {path}: {err}")
+
+
+def load_helper_policy(helper: Path | str) -> LoadedPolicy:
+    """The policy the helper at ``helper`` reads: beside its real path (links resolved)."""
+    return load_policy(Path(os.path.realpath(helper)).parent / "policy")
 
 
 def subject_matches(rule: Rule, caller: Caller) -> bool:
@@ -365,3 +378,19 @@ def check_with_helper(helper: Path, timeout: float = 10.0) -> PolicyCheck:
     )
     output = (done.stdout + done.stderr).strip()
     return PolicyCheck(ok=done.returncode == 0, output=output, returncode=done.returncode)
+
+
+# What the holder of each dangerous grant can do with what it gets
+# (docs/POLICY.md); capsetup status and doctor print it wherever such a rule
+# is in force.
+RULE_POWERS = {
+    "raw": "may send any IP packet with any source address",
+    "packet": "may send any frame and read every frame on every interface",
+    "device": "attaches to every ownerless TUN/TAP device and reads its traffic",
+}
+
+
+def rule_warning(rule: Rule) -> str | None:
+    """``line N: allow ...: <what its holder can do>`` for a dangerous rule, else None."""
+    power = RULE_POWERS.get(rule.verb)
+    return None if power is None else f"{rule}: {power}"

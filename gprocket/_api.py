@@ -117,7 +117,9 @@ def open(
     """A cooperative gevent socket for the request; ``.rung`` says who opened it.
 
     The options (SocketOptions), validation and errors of ``open_fd``.
-    ``family="unspec"`` gives a dual-stack IPv6 socket bound to ``::``.
+    ``family="unspec"`` follows ``ip``: none (or ``::``) gives a dual-stack
+    IPv6 socket bound to ``::``, a specific IPv6 address an IPv6-only socket
+    (as the kernel makes it), an IPv4 address an inet socket.
     """
     request = socket_request(port, options, "open")
     got = acquire(request, strategies=strategies, helper=helper)

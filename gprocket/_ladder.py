@@ -112,8 +112,16 @@ def thread_in_namespace(namespace: str) -> Iterator[None]:
 
 
 def _enter_and_run(namespace: str, work: Callable[[], T]) -> T:
-    with thread_in_namespace(namespace):
-        return work()
+    done: list[T] = []
+    try:
+        with thread_in_namespace(namespace):
+            done.append(work())
+    except BaseException:
+        # work() gave a descriptor but the way home failed: nobody will receive it
+        if done and isinstance(done[0], int):
+            os.close(done[0])
+        raise
+    return done[0]
 
 
 def in_namespace(namespace: str, work: Callable[[], T]) -> T:

@@ -129,6 +129,19 @@ def _check_ip(value: object) -> IPAddress | None:
         raise ValueError(f"ip {value!r} is not an IPv4 or IPv6 address") from None
 
 
+def _dual_capable(address: IPAddress | None) -> bool:
+    """Whether an IPv6 socket bound to ``address`` can stay dual-stack.
+
+    Linux forces IPV6_V6ONLY on when bind() gets any other address
+    (net/ipv6/af_inet6.c, __inet6_bind): only the wildcard and the
+    IPv4-mapped addresses leave it as the program set it.
+    """
+    if address is None:
+        return True
+    return isinstance(address, ipaddress.IPv6Address) and (
+        address.is_unspecified or address.ipv4_mapped is not None)
+
+
 def _check_bool(what: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{what} must be a bool, not {type(value).__name__}")
@@ -202,8 +215,15 @@ def socket_request(port: int, options: SocketOptions, where: str) -> SocketReque
 class SocketRequest:
     """A socket to open, with every option checked and turned into numbers.
 
-    ``family`` is AF_INET, AF_INET6 or AF_PACKET; ``"unspec"`` means a
-    dual-stack IPv6 socket (IPV6_V6ONLY off, bound to ``::``). ``type`` and
+    ``family`` is AF_INET, AF_INET6 or AF_PACKET; ``"unspec"`` means
+    "what the address can serve", as the kernel decides it: with no ip (or
+    ``::``, or an IPv4-mapped ``::ffff:a.b.c.d``) a dual-stack IPv6 socket
+    (IPV6_V6ONLY off); with a specific IPv6 address an IPv6-only socket (the
+    kernel makes any socket bound to one IPv6-only); with an IPv4 address an
+    inet socket. ``dualstack=True`` asks for IPV6_V6ONLY off explicitly and is
+    refused for a specific non-mapped IPv6 address, which the kernel would
+    make IPv6-only anyway; an IPv4-mapped address is always dual-stack (the
+    kernel refuses to bind one IPv6-only). ``type`` and
     ``protocol`` are numbers; for stream and datagram sockets a protocol of 0
     becomes the one the kernel would pick (tcp, udp) so the descriptor can be
     checked against it. For family ``packet`` the protocol is the ethertype
@@ -242,8 +262,11 @@ class SocketRequest:
         dual = _check_bool("dualstack", dualstack)
 
         if (isinstance(family, str) and family.lower() == "unspec") or family == socket.AF_UNSPEC:
-            fam: int = socket.AF_INET6
-            dual = True
+            if address is not None and address.version == 4:
+                fam: int = socket.AF_INET
+            else:
+                fam = socket.AF_INET6
+                dual = dual or _dual_capable(address)
         elif family is None:
             fam = self._infer_family(address, protocol)
         else:
@@ -254,6 +277,15 @@ class SocketRequest:
                 )
         if dual and fam != socket.AF_INET6:
             raise ValueError("dualstack applies to IPv6 sockets only (family 'inet6' or 'unspec')")
+        if fam == socket.AF_INET6 and address is not None:
+            if dual and not _dual_capable(address):
+                raise ValueError(
+                    f"dualstack needs the wildcard '::' or an IPv4-mapped address, not {address}: "
+                    "the kernel makes a socket bound to a specific IPv6 address IPv6-only "
+                    "(leave dualstack off, or use family 'unspec')"
+                )
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                dual = True  # the kernel binds v4-mapped addresses only with IPV6_V6ONLY off
 
         if fam == socket.AF_PACKET:
             typ, proto = self._packet_type_protocol(type, protocol)

@@ -60,6 +60,33 @@ def test_unspec_is_dual_stack_ipv6_on_the_wildcard() -> None:
     assert req.bind_ip == "::"
 
 
+@pytest.mark.parametrize(
+    ("ip", "family", "dualstack"),
+    [
+        (None, socket.AF_INET6, True),
+        ("::", socket.AF_INET6, True),
+        ("::ffff:127.0.0.1", socket.AF_INET6, True),  # the kernel binds it only dual-stack
+        ("::1", socket.AF_INET6, False),  # the kernel makes it IPv6-only at bind()
+        ("fe80::1", socket.AF_INET6, False),
+        ("127.0.0.1", socket.AF_INET, False),
+        ("0.0.0.0", socket.AF_INET, False),
+    ],
+)
+def test_unspec_with_an_address_is_what_the_kernel_makes_of_it(
+        ip: str | None, family: int, dualstack: bool) -> None:
+    req = SocketRequest(443, family="unspec", ip=ip)
+    assert (req.family, req.dualstack) == (family, dualstack)
+    assert ipaddress.ip_address(req.bind_ip) == ipaddress.ip_address(ip or "::")
+
+
+def test_dualstack_on_a_specific_ipv6_address_is_refused_before_any_rung() -> None:
+    with pytest.raises(ValueError, match=r"dualstack needs the wildcard '::' or an IPv4-mapped"):
+        SocketRequest(443, family="inet6", ip="::1", dualstack=True)
+    assert SocketRequest(443, family="inet6", ip="::", dualstack=True).dualstack
+    # A v4-mapped address is dual-stack whatever was asked: IPv6-only cannot bind it.
+    assert SocketRequest(443, family="inet6", ip="::ffff:10.0.0.1").dualstack
+
+
 def test_ip_accepts_ipaddress_objects_and_keeps_scope() -> None:
     req = SocketRequest(53, protocol="udp", ip=ipaddress.ip_address("fe80::1"), scope_id=2)
     assert req.ip == ipaddress.IPv6Address("fe80::1")

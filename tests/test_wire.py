@@ -44,9 +44,15 @@ def test_socket_request_layout_field_by_field() -> None:
 
 
 def test_flags_backlog_and_ipv6_address() -> None:
-    req = SocketRequest(443, family="unspec", ip="::1", scope_id=0)
+    req = SocketRequest(443, family="unspec", ip="::ffff:127.0.0.1", scope_id=0)
     fields = decode_request(encode_request(req, 9))
     assert fields.flags == FLAG_DUALSTACK | FLAG_REUSEADDR
+    assert fields.backlog == 128
+    assert fields.address == socket.inet_pton(socket.AF_INET6, "::ffff:127.0.0.1")
+    # A specific IPv6 address: the kernel makes it IPv6-only, so no DUALSTACK.
+    req = SocketRequest(443, family="unspec", ip="::1", scope_id=0)
+    fields = decode_request(encode_request(req, 9))
+    assert fields.flags == FLAG_REUSEADDR
     assert fields.backlog == 128
     assert fields.address == socket.inet_pton(socket.AF_INET6, "::1")
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from support import privileged as priv
 
+from gprocket import _environ
+
 pytestmark = pytest.mark.privileged
 
 CODE = """
@@ -115,3 +117,14 @@ def test_root_ignores_them(netns: priv.Netns, fake_helper: tuple[Path, Path]) ->
     assert not mark.exists()
     assert result["rung"] == "plain"
     assert "because it runs with effective uid 0" in result["ignored"][0]
+
+
+def test_root_ignores_the_guarded_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    # In this (root) process; root in another process: test_root_ignores_them.
+    monkeypatch.setenv("GPROCKET_HELPER", "/nowhere/helper")
+    monkeypatch.delenv("GPROCKET_STRATEGIES", raising=False)
+    assert _environ.privilege_reason() == "it runs with effective uid 0"
+    assert _environ.trusted_getenv("GPROCKET_HELPER") is None
+    assert _environ.ignored() == (
+        "GPROCKET_HELPER='/nowhere/helper' ignored because it runs with effective uid 0: "
+        "pass helper= explicitly",)

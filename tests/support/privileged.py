@@ -315,9 +315,15 @@ def run_capsetup(*args: str, timeout: float = 60,
 @contextlib.contextmanager
 def install_helper(mode: str = "caps", policy: str | None = None,
                    group: str = TEST_GROUP, source: Path | None = None) -> Iterator[Path]:
-    """Install the packaged helper setuid or with file caps in a fresh prefix."""
-    if mode not in ("caps", "setuid"):
-        raise ValueError(f"mode must be 'caps' or 'setuid', not {mode!r}")
+    """Install the packaged helper (or `source`) in a fresh root-only prefix.
+
+    `mode` "setuid" or "caps" as capsetup installs it; "plain" with neither,
+    for tests that run a build as root: the helper refuses a policy directory
+    with a group- or other-writable parent, so no test runs a helper from
+    the checkout (which may sit under /tmp) or its build/ directory.
+    """
+    if mode not in ("caps", "setuid", "plain"):
+        raise ValueError(f"mode must be 'caps', 'setuid' or 'plain', not {mode!r}")
     source = source or packaged_helper()
     if not source.is_file():
         raise FileNotFoundError(f"helper not built: {source} (run: make -C helper)")
@@ -333,6 +339,8 @@ def install_helper(mode: str = "caps", policy: str | None = None,
         os.chown(target, 0, gid)
         if mode == "setuid":
             os.chmod(target, 0o750 | stat.S_ISUID)
+        elif mode == "plain":
+            os.chmod(target, 0o750)
         else:
             os.chmod(target, 0o750)
             subprocess.run(["setcap", file_caps(), str(target)], check=True)

@@ -1,4 +1,4 @@
-"""gprocket.ring: the TPACKET_V3 receive ring and batched sending, on a real veth pair."""
+"""gprocket.ring: the TPACKET_V3 receive ring and batched sending, on a real veth pair (root)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""gprocket.rawsock: the stateful raw socket (passive, active, send, filters, stats)."""
+"""gprocket.rawsock: the stateful raw socket (passive, active, send, filters, stats),
+on a real veth pair (root)."""
 
 from __future__ import annotations
 

@@ -67,7 +67,9 @@ def gp_env(request: pytest.FixtureRequest, out_ns: priv.Netns,
            installed_helper: Callable[..., Path]) -> dict[str, str]:
     transport, engine = request.param
     out_ns.sysctl("net.ipv4.ping_group_range", OPEN_RANGE if transport == "datagram" else "1 0")
-    return {"GPROCKET_HELPER": str(installed_helper()), "GPROCKET_ICMP_ENGINE": engine}
+    # The defaults grant no raw socket: the raw runs name the grant they use.
+    helper = installed_helper(policy="allow * raw icmp,icmpv6\n")
+    return {"GPROCKET_HELPER": str(helper), "GPROCKET_ICMP_ENGINE": engine}
 
 
 Result = tuple[int, str, str]

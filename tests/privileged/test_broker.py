@@ -262,9 +262,9 @@ def test_broker_polls_briefly_only_with_a_cpu_to_spare_and_then_sleeps(
     cpus: str, unpriv_user: priv.User, netns: priv.Netns, installed_helper, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     """After a reply both sides may poll for the next message for a few tens
-    of microseconds (bench/acquire.py), but never with a single CPU, where
-    polling would only keep the other side from running, and never for long:
-    an idle broker sleeps in a blocking recvmsg."""
+    of microseconds (bench/acquire.py) while polling pays, but never with a
+    single CPU, where polling would only keep the other side from running,
+    and never for long: an idle broker sleeps in a blocking recvmsg."""
     if cpus == "all":
         assert len(os.sched_getaffinity(0)) >= 2, "this test needs a machine with two CPUs"
     client = Client(unpriv_user, f"CPUS = {cpus!r}\n" + POLL, netns, installed_helper("setuid"))

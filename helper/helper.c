@@ -398,63 +398,26 @@ static void reply(uint32_t id, const struct gp_status *st, int fd, const char *i
 	if (n != (ssize_t)sizeof out) _exit(EX_IO);
 }
 
-/* A broker polls for the next request before it sleeps, but only while polling
- * pays (../docs/ARCHITECTURE.md "Polling only while it pays"): a burst's next
- * request usually comes within microseconds, sooner than a sleep and wake-up
- * pair on a virtual CPU, yet a poll that holds a CPU the client needs (another
- * process keeps the other one busy) delays that very request. A poll did not
- * pay when it lost the CPU on the way (a gap between two tries) or gave up
- * less than one window before the request came; then the next 1, 2, 4 ...
- * POLL_BACKOFF_MAX requests are waited for without polling, and a poll that
- * finds its request ends the suspension. An idle gap (the request came long
- * after the poll gave up) says nothing either way. Never with one CPU. */
-enum { POLL_NS = 50000, POLL_GAP_NS = 20000, POLL_BACKOFF_MAX = 1024 };
-
-struct poller {
-	long window_ns;    /* 0: never poll */
-	unsigned skip;     /* requests still to wait for without polling */
-	unsigned backoff;  /* the suspension after the next poll that does not pay */
-};
-
-/* 0 and the time in *ns, or -1 when the clock cannot be read (the poll ends). */
-static int now_ns(long *ns)
+/* A broker polls for the next request while polling pays (../docs/ARCHITECTURE.md): a
+ * poll that gives up (after window_ns, or on losing the CPU: tries > 20 µs apart) skips
+ * the next 1, 2, 4 ... 1024 polls, one that finds its request ends that. Never with one
+ * CPU (window_ns 0): polling would only keep the client from running. */
+#define NS(ts) ((ts).tv_sec * 1000000000L + (ts).tv_nsec)
+static ssize_t next_request(struct msghdr *mh, long window_ns)
 {
-	struct timespec t;
-	if (clock_gettime(CLOCK_MONOTONIC, &t)) return -1;
-	*ns = t.tv_sec * 1000000000L + t.tv_nsec;
-	return 0;
-}
-
-static void poll_paid(struct poller *p, int paid)
-{
-	p->backoff = paid ? 0 : p->backoff ? p->backoff * 2 : 1;
-	if (p->backoff > POLL_BACKOFF_MAX) p->backoff = POLL_BACKOFF_MAX;
-	p->skip = p->backoff;
-}
-
-static ssize_t next_request(struct msghdr *mh, struct poller *p)
-{
-	long start, last, t = 0;
-	int tries = 0, lost = 0;
-	ssize_t n;
-	if (!p->window_ns || p->skip || now_ns(&start)) {
-		p->skip -= p->skip > 0;
-		return recvmsg(0, mh, MSG_CMSG_CLOEXEC);
-	}
-	last = start;
-	while ((n = recvmsg(0, mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT)) < 0 && errno == EAGAIN &&
-	       !now_ns(&t) && !(lost = t - last > POLL_GAP_NS) && t - start < p->window_ns) {
+	static unsigned skip, backoff;
+	struct timespec ts;
+	long start = window_ns && !skip && !clock_gettime(CLOCK_MONOTONIC, &ts) ? NS(ts) : -1;
+	long last = start, t = start;
+	ssize_t n = -1;
+	skip -= skip > 0;
+	while (start >= 0 && (n = recvmsg(0, mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT)) < 0 &&
+	       errno == EAGAIN && !clock_gettime(CLOCK_MONOTONIC, &ts) &&
+	       (t = NS(ts)) - last < 20000 && t - start < window_ns)
 		last = t;
-		tries++;
-	}
-	if (n >= 0 || errno != EAGAIN) {
-		/* Found at the first try: it was queued already, the poll proved nothing. */
-		if (tries) poll_paid(p, 1);
-		return n;
-	}
-	n = recvmsg(0, mh, MSG_CMSG_CLOEXEC);
-	if (lost || (!now_ns(&last) && last - t < p->window_ns)) poll_paid(p, 0);
-	return n;
+	if (t != start) /* past the first try: the poll paid, or it gave up */
+		skip = backoff = n >= 0 ? 0 : !backoff ? 1 : backoff < 1024 ? 2 * backoff : 1024;
+	return start < 0 || (n < 0 && errno == EAGAIN) ? recvmsg(0, mh, MSG_CMSG_CLOEXEC) : n;
 }
 
 /* One loop for both modes: one-shot is the broker stopped after one request. */
@@ -462,17 +425,16 @@ static void serve(int broker)
 {
 	static uint8_t in[GP_REQ_SIZE + 1];
 	static cpu_set_t cpus;
-	static struct poller poll;
 	int malformed = 0;
-	poll.window_ns = broker && !sched_getaffinity(0, sizeof cpus, &cpus) && CPU_COUNT(&cpus) > 1;
-	poll.window_ns *= POLL_NS;
+	long window_ns = broker && !sched_getaffinity(0, sizeof cpus, &cpus) && CPU_COUNT(&cpus) > 1;
+	window_ns *= 50000;
 	for (;;) {
 		struct iovec iov = { in, sizeof in };
 		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 		struct gp_status st;
 		struct gp_req r;
 		int fd = -1;
-		ssize_t n = next_request(&mh, &poll);
+		ssize_t n = next_request(&mh, window_ns);
 		if (n == 0) _exit(0);
 		if (n < 0 && errno == EINTR) continue;
 		if (n < 0) _exit(EX_IO);

@@ -9,6 +9,8 @@ which the kernel writes new frames over them (copy with ``bytes(frame)`` to
 keep one). Release a block with :meth:`Block.release` or a ``with`` block.
 Iterating a block (``for frame in block``) is the fastest way through it:
 the views are built a slice at a time, so the loop stays in the CPU caches.
+:meth:`Block.write_pcap` (and ``PcapWriter.write_block``) writes a block to
+a pcap file without any Python work per frame: one writev per block.
 
 :class:`BatchSender` sends many frames per system call (``sendmmsg``).
 

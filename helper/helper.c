@@ -398,25 +398,22 @@ static void reply(uint32_t id, const struct gp_status *st, int fd, const char *i
 	if (n != (ssize_t)sizeof out) _exit(EX_IO);
 }
 
-/* A broker polls for the next request while polling pays (../docs/ARCHITECTURE.md): a
- * poll that gives up (after window_ns, or on losing the CPU: tries > 20 µs apart) skips
- * the next 1, 2, 4 ... 1024 polls, one that finds its request ends that. Never with one
- * CPU (window_ns 0): polling would only keep the client from running. */
+/* Poll for the next request while polls pay (../docs/ARCHITECTURE.md): one that gives up (50 µs,
+ * or the CPU lost: tries > 20 µs apart) skips 1, 2, 4 ... 1024 polls; one that finds it resets. */
 #define NS(ts) ((ts).tv_sec * 1000000000L + (ts).tv_nsec)
-static ssize_t next_request(struct msghdr *mh, long window_ns)
+static ssize_t next_request(struct msghdr *mh, int may_poll)
 {
 	static unsigned skip, backoff;
 	struct timespec ts;
-	long start = window_ns && !skip && !clock_gettime(CLOCK_MONOTONIC, &ts) ? NS(ts) : -1;
+	long start = may_poll && !skip && !clock_gettime(CLOCK_MONOTONIC, &ts) ? NS(ts)
+	                                                                       : (skip -= skip > 0, -1);
 	long last = start, t = start;
 	ssize_t n = -1;
-	skip -= skip > 0;
 	while (start >= 0 && (n = recvmsg(0, mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT)) < 0 &&
 	       errno == EAGAIN && !clock_gettime(CLOCK_MONOTONIC, &ts) &&
-	       (t = NS(ts)) - last < 20000 && t - start < window_ns)
+	       (t = NS(ts)) - last < 20000 && t - start < 50000)
 		last = t;
-	if (t != start) /* past the first try: the poll paid, or it gave up */
-		skip = backoff = n >= 0 ? 0 : !backoff ? 1 : backoff < 1024 ? 2 * backoff : 1024;
+	if (t != start) skip = backoff = n >= 0 ? 0 : !backoff ? 1 : backoff < 1024 ? 2 * backoff : 1024;
 	return start < 0 || (n < 0 && errno == EAGAIN) ? recvmsg(0, mh, MSG_CMSG_CLOEXEC) : n;
 }
 
@@ -426,18 +423,16 @@ static void serve(int broker)
 	static uint8_t in[GP_REQ_SIZE + 1];
 	static cpu_set_t cpus;
 	int malformed = 0;
-	long window_ns = broker && !sched_getaffinity(0, sizeof cpus, &cpus) && CPU_COUNT(&cpus) > 1;
-	window_ns *= 50000;
+	int may_poll = broker && !sched_getaffinity(0, sizeof cpus, &cpus) && CPU_COUNT(&cpus) > 1;
 	for (;;) {
 		struct iovec iov = { in, sizeof in };
 		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 		struct gp_status st;
 		struct gp_req r;
 		int fd = -1;
-		ssize_t n = next_request(&mh, window_ns);
-		if (n == 0) _exit(0);
+		ssize_t n = next_request(&mh, may_poll);
 		if (n < 0 && errno == EINTR) continue;
-		if (n < 0) _exit(EX_IO);
+		if (n <= 0) _exit(n ? EX_IO : 0); /* 0: the channel's end */
 		/* No control buffer: descriptors sent to us are discarded by the kernel. */
 		if (!gp_parse_request(in, (mh.msg_flags & MSG_TRUNC) ? sizeof in : (size_t)n, &r, &st) &&
 		    (mh.msg_flags & MSG_CTRUNC))

@@ -275,8 +275,7 @@ def test_broker_polls_briefly_only_with_a_cpu_to_spare_and_then_sleeps(
         _wait_idle(pid)
         assert _blocked_in_recvmsg(pid)
         if cpus == "one":
-            # Each request may find the channel empty once (a non-blocking
-            # try, then the blocking call), never more: no polling loop.
+            # No poll at all: not even one non-blocking try, only blocking calls.
             trace = tmp_path / "recvmsg.strace"
             tracer = subprocess.Popen(["strace", "-qq", "-p", str(pid), "-e", "trace=recvmsg",
                                        "-o", str(trace)], stderr=subprocess.PIPE)
@@ -293,9 +292,11 @@ def test_broker_polls_briefly_only_with_a_cpu_to_spare_and_then_sleeps(
                 tracer.send_signal(signal.SIGINT)
                 tracer.communicate(timeout=10)
             calls = trace.read_text().splitlines()
-            tries = [line for line in calls if "MSG_DONTWAIT" in line and "EAGAIN" in line]
-            assert len([line for line in calls if "GPRQ" in line]) >= 20, calls
-            assert len(tries) <= 21, calls
+            tries = [line for line in calls if "MSG_DONTWAIT" in line]
+            # 20 requests; the call that was blocked when strace attached may go
+            # unreported (the old helper's trace missed it too, now and then).
+            assert len([line for line in calls if "GPRQ" in line]) >= 19, calls
+            assert tries == [], calls
         else:
             client.go()
             assert client.read() == {"done": True}

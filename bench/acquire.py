@@ -464,8 +464,7 @@ def report(results: dict[str, dict[str, float]], concurrent: dict[str, object],
     print()
     print(f"broker ÷ its gevent floor {broker / floor:.2f}, ÷ its blocking floor "
           f"{broker / blocking_floor:.2f} (the floors neither encode nor check, and park at "
-          f"once; gprocket first polls for the reply while that pays, else sleeps for it, "
-          f"up to 50 µs)")
+          f"once; gprocket first polls up to 50 µs for the reply while polling pays)")
     print(f"1,000 concurrent greenlets through one broker: {concurrent['total_ms']:.1f} ms total, "
           f"{concurrent['ok']}/1000 succeeded, client descriptors before/after "
           f"{concurrent['client_fds'][0]}/{concurrent['client_fds'][1]}, "  # type: ignore[index]

@@ -48,12 +48,11 @@ from ._wire import Reply, encode_request
 
 __all__ = ["Broker", "get_broker", "shutdown_all"]
 
-# How long a reader may hold the hub for a reply before it parks there. A
-# reply usually comes within ~10 µs, sooner than the hub's wait and the
-# wake-up of a sleeping thread (bench/acquire.py). The reader polls for it
-# while polling pays (_fdpass.Poll: a poll that gives up or loses the CPU
-# suspends polling; never with one CPU: the broker needs it), else sleeps in
-# ppoll for it: a sleeper leaves the CPU to the broker and is woken at once.
+# How long a reader polls the channel before it parks in the hub. A reply
+# usually comes within ~10 µs, sooner than the hub's wait and the wake-up of a
+# sleeping thread (bench/acquire.py); the hub is held no longer than this per
+# reply, and only while polling pays (_fdpass.Poll: a poll that gives up or
+# loses the CPU suspends polling). Never with one CPU: the broker needs it.
 SPIN_SECONDS = 50e-6
 
 _BROKERS: weakref.WeakSet[Broker] = weakref.WeakSet()
@@ -96,7 +95,7 @@ class _Session:
         # The non-blocking socket under the gevent one (gevent keeps it as _sock).
         self.raw: socket.socket = child.channel._sock
         self.spin = SPIN_SECONDS if len(os.sched_getaffinity(0)) > 1 else 0.0
-        self.poll = Poll(self.spin, SPIN_SECONDS)
+        self.poll = Poll(self.spin)
         self.dead: str | None = None
         self.loop = get_hub().loop
         # The broker's exit, noticed while idle (nobody reads the channel

@@ -54,7 +54,6 @@ _SO_ACCEPTCONN = int(socket.SO_ACCEPTCONN)
 _IPPROTO_IPV6 = int(socket.IPPROTO_IPV6)
 _IPV6_V6ONLY = int(socket.IPV6_V6ONLY)
 _poll = get_original("select", "poll")
-_select = get_original("select", "select")
 
 # How a poll went (gpf_receive's meta[3]; the Python poll says the same).
 _AT_ONCE, _POLLED, _GAVE_UP = 0, 1, 2
@@ -77,31 +76,26 @@ def close_fds(fds: list[int]) -> None:
 
 
 class Poll:
-    """How the next receive waits before it parks in the hub.
+    """Whether the next receive polls before it waits, and for how long.
 
-    Polling (tries without sleeping, up to ``window`` seconds) pays while the
-    peer has a CPU to answer on: a reply that comes meanwhile is read without
-    the hub's wait and a thread's wake-up. A poll that gives up (the window
-    passed, or this thread lost its CPU on the way: another process wants
-    it) did not pay, and the next 1, 2, 4 ... 1024 receives do not poll; a
-    poll that finds its reply ends the suspension. A reply already queued
-    says nothing either way. Whether it polled or not, a receive then sleeps
-    (ppoll) for what is left of ``wait`` seconds before it parks in the hub:
-    a sleeping thread leaves its CPU to the peer and is woken like a
-    blocking call, which on a busy machine is the cheapest wait there is.
+    Polling pays while the peer has a CPU to answer on: a reply that comes
+    within the window is read without the hub's wait and a thread's
+    wake-up. A poll that gives up (the window passed, or this thread lost
+    its CPU on the way: another process wants it) did not pay, and the next
+    1, 2, 4 ... 1024 receives wait at once; a poll that finds its reply
+    ends the suspension. A reply already queued says nothing either way.
     See docs/ARCHITECTURE.md "Polling only while it pays".
     """
 
-    __slots__ = ("backoff", "skip", "wait", "window")
+    __slots__ = ("backoff", "skip", "window")
 
-    def __init__(self, window: float, wait: float | None = None) -> None:
-        self.window = window  # seconds of polling; 0: never poll
-        self.wait = window if wait is None else wait  # seconds before the hub's wait
-        self.skip = 0  # receives still to make without polling
+    def __init__(self, window: float) -> None:
+        self.window = window  # seconds; 0: never poll
+        self.skip = 0  # receives still to wait for without polling
         self.backoff = 0  # the suspension after the next poll that does not pay
 
     def next_window(self) -> float:
-        """How long the next receive polls (0: it does not)."""
+        """How long the next receive polls (0: it waits at once)."""
         if self.skip:
             self.skip -= 1
             return 0.0
@@ -120,24 +114,23 @@ def receive(channel: gevent.socket.socket, spin: float = 0.0,
             poll: Poll | None = None) -> tuple[Reply, int | None] | None:
     """One reply and its descriptor (if any) from ``channel``; None at end of file.
 
-    Polls for up to ``spin`` seconds (with ``poll``: polls and then sleeps
-    as it says, and tells it how the poll went) before it waits
-    cooperatively (the channel's own timeout applies). Raises HelperError
-    for a malformed, truncated or over-furnished message, having closed
-    every descriptor it carried.
+    Polls for up to ``spin`` seconds (with ``poll``: as long as it says, and
+    tells it how the poll went) before it waits cooperatively (the
+    channel's own timeout applies). Raises HelperError for a malformed,
+    truncated or over-furnished message, having closed every descriptor it
+    carried.
     """
-    wait = spin
     if poll is not None:
-        spin, wait = poll.next_window(), poll.wait
+        spin = poll.next_window()
     if _speed is not None:
-        got, outcome = _receive_compiled(channel.fileno(), spin, wait)
+        got, outcome = _receive_compiled(channel.fileno(), spin)
         if poll is not None and spin:
             poll.record(outcome)
         if got is not None:
             return _judge(*got)
-    elif spin or wait:
-        outcome = _wait_readable(channel.fileno(), spin, wait)
-        if poll is not None and spin:
+    elif spin:
+        outcome = _poll_readable(channel.fileno(), spin)
+        if poll is not None:
             poll.record(outcome)
     data, ancdata, flags, _ = channel.recvmsg(REPLY_SIZE + 1, _ANCBUF, MSG_CMSG_CLOEXEC)
     fds: list[int] = []
@@ -152,12 +145,11 @@ def receive(channel: gevent.socket.socket, spin: float = 0.0,
     return _judge(data, fds, flags, foreign)
 
 
-def _receive_compiled(fd: int, spin: float, wait: float
+def _receive_compiled(fd: int, spin: float
                       ) -> tuple[tuple[bytes, list[int], int, list[Any]] | None, int]:
-    """What gpf_receive read (None when nothing came within the waits), and how the poll went."""
+    """What gpf_receive read (None when nothing came within ``spin``), and how the poll went."""
     buf, fds, meta = _scratch()
-    size = _speed.lib.gpf_receive(fd, buf, REPLY_SIZE + 1, int(spin * 1e9), int(wait * 1e9),
-                                  fds, meta)
+    size = _speed.lib.gpf_receive(fd, buf, REPLY_SIZE + 1, int(spin * 1e9), fds, meta)
     if size == -errno.EAGAIN:
         return None, meta[3]
     if size < 0:
@@ -178,31 +170,22 @@ def _scratch() -> tuple[Any, Any, Any]:
     return found
 
 
-def _wait_readable(fd: int, spin: float, wait: float) -> int:
-    """Without the compiled module, as gpf_receive: poll until ``fd`` is
-    readable, ``spin`` has passed or this thread lost its CPU, then sleep
-    for what is left of ``wait``; how the poll went."""
+def _poll_readable(fd: int, spin: float) -> int:
+    """Without the compiled module: poll until ``fd`` is readable, ``spin`` has
+    passed or this thread lost its CPU; how the poll went."""
     poller = _poll()
     poller.register(fd, select.POLLIN)
     poll, clock = poller.poll, time.perf_counter
     if poll(0):
         return _AT_ONCE
-    start = last = clock()
-    outcome = _AT_ONCE
-    if spin:
-        outcome = _POLLED
-        while not poll(0):
-            now = clock()
-            if now - start >= spin or now - last > _GAP_SECONDS:
-                outcome = _GAVE_UP
-                break
-            last = now
-        else:
-            return outcome
-    left = wait - (clock() - start)
-    if left > 0:
-        _select([fd], [], [], left)
-    return outcome
+    last = clock()
+    deadline = last + spin
+    while not poll(0):
+        now = clock()
+        if now >= deadline or now - last > _GAP_SECONDS:
+            return _GAVE_UP
+        last = now
+    return _POLLED
 
 
 def _judge(data: bytes, fds: list[int], flags: int,

@@ -11,11 +11,10 @@ Without the compiled module ``gprocket._fdpass`` does the same in Python
 Two calls, both non-blocking and neither trusting the peer:
 
 - ``gpf_receive`` reads one reply, polling for up to ``spin_ns`` first (and
-  giving up early when it loses its CPU meanwhile), then sleeping in ppoll
-  for the rest of ``wait_ns``, and hands back its bytes, every descriptor it
-  carried (close-on-exec from the first instant), the flags that say whether
-  anything was cut, and how the poll went. It does not judge: ``_fdpass``
-  applies the same rules to both paths.
+  giving up early when it loses its CPU meanwhile), and hands back its
+  bytes, every descriptor it carried (close-on-exec from the first instant),
+  the flags that say whether anything was cut, and how the poll went. It
+  does not judge: ``_fdpass`` applies the same rules to both paths.
 - ``gpf_check_inet`` answers "is this exactly the IPv4/IPv6 socket that was
   asked for?" with one call instead of six Python ones. It only ever says
   yes or no; on no, ``_fdpass`` runs its Python checks, which name what
@@ -28,8 +27,7 @@ import cffi
 
 CDEF = """
 #define GPF_MAXFDS 16
-int gpf_receive(int fd, uint8_t *buf, int cap, int64_t spin_ns, int64_t wait_ns, int *fds,
-                int *meta);
+int gpf_receive(int fd, uint8_t *buf, int cap, int64_t spin_ns, int *fds, int *meta);
 int gpf_check_inet(int fd, int family, int type, int protocol, const char *addr,
                    int port, int v6only, const char *ifname, int listening);
 """
@@ -40,7 +38,6 @@ SOURCE = r"""
 #endif
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -59,20 +56,14 @@ static int64_t now_ns(void)
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
-/* One message, its length or -errno (-EAGAIN: none within the waits). First
-   a poll of up to spin_ns (tries without sleeping), then a sleeping wait
-   (ppoll) for what is left of wait_ns since the call began: a thread that
-   sleeps leaves its CPU to the peer and is woken like a blocking call,
-   where a spin would hold the CPU the peer needs when the machine is busy.
-   meta gets [descriptor count, msg_flags, 1 if a control message other than
-   SCM_RIGHTS came, how the poll went: GPF_AT_ONCE (found at the first try,
-   or no poll), GPF_POLLED (found while polling) or GPF_GAVE_UP (the poll
-   ended without it: spin_ns passed, or this thread lost its CPU on the way,
-   two tries more than GPF_GAP_NS apart)]. Room for GPF_MAXFDS descriptors:
-   more than the protocol allows, so extras are seen (and closed by the
-   caller). */
-int gpf_receive(int fd, uint8_t *buf, int cap, int64_t spin_ns, int64_t wait_ns, int *fds,
-                int *meta)
+/* One message, its length or -errno (-EAGAIN: none within spin_ns). meta gets
+   [descriptor count, msg_flags, 1 if a control message other than
+   SCM_RIGHTS came, how the poll went: GPF_AT_ONCE (found at the first try),
+   GPF_POLLED (found while polling) or GPF_GAVE_UP (with -EAGAIN: the window
+   passed, or this thread lost its CPU on the way, a gap between two tries
+   of more than GPF_GAP_NS)]. Room for GPF_MAXFDS descriptors: more than the
+   protocol allows, so extras are seen (and closed by the caller). */
+int gpf_receive(int fd, uint8_t *buf, int cap, int64_t spin_ns, int *fds, int *meta)
 {
     union {
         struct cmsghdr align;
@@ -81,10 +72,7 @@ int gpf_receive(int fd, uint8_t *buf, int cap, int64_t spin_ns, int64_t wait_ns,
     struct iovec iov = { buf, (size_t)cap };
     struct msghdr mh;
     struct cmsghdr *c;
-    struct pollfd pfd = { fd, POLLIN, 0 };
-    struct timespec left;
-    int64_t start = 0, last = 0, now;
-    int spinning = spin_ns > 0, slept = 0;
+    int64_t deadline = 0, last = 0, now;
     ssize_t n;
     meta[3] = GPF_AT_ONCE;
     for (;;) {
@@ -95,25 +83,16 @@ int gpf_receive(int fd, uint8_t *buf, int cap, int64_t spin_ns, int64_t wait_ns,
         if (n >= 0) break;
         if (errno == EINTR) continue;
         if (errno != EAGAIN) return -errno;
-        if (slept || (!spin_ns && !wait_ns)) return -EAGAIN;
+        if (!spin_ns) return -EAGAIN;
         now = now_ns();
-        if (!start) {
-            start = last = now;
-            meta[3] = spinning ? GPF_POLLED : GPF_AT_ONCE;
-            if (spinning) continue;
+        if (!deadline) {
+            deadline = now + spin_ns;
+            meta[3] = GPF_POLLED;
+        } else if (now >= deadline || now - last > GPF_GAP_NS) {
+            meta[3] = GPF_GAVE_UP;
+            return -EAGAIN;
         }
-        if (spinning && now - start < spin_ns && now - last <= GPF_GAP_NS) {
-            last = now;
-            continue;
-        }
-        if (spinning) meta[3] = GPF_GAVE_UP;
-        spinning = 0;
-        if (now - start >= wait_ns) return -EAGAIN;
-        left.tv_sec = (time_t)((wait_ns - (now - start)) / 1000000000);
-        left.tv_nsec = (long)((wait_ns - (now - start)) % 1000000000);
-        /* Its result does not matter: one more try follows, then the caller's own wait. */
-        (void)ppoll(&pfd, 1, &left, NULL);
-        slept = 1;
+        last = now;
     }
     meta[0] = 0, meta[1] = mh.msg_flags, meta[2] = 0;
     for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {

@@ -13,7 +13,6 @@ from __future__ import annotations
 import array
 import os
 import socket
-import threading
 from collections.abc import Iterator
 
 import gevent
@@ -157,24 +156,6 @@ def _late_reply(client: gevent.socket.socket, peer: socket.socket,
 
 def test_a_reply_later_than_the_poll_window_is_waited_for_cooperatively(channel) -> None:  # type: ignore[no-untyped-def]
     assert _late_reply(*channel) >= 10
-
-
-def test_a_receive_that_does_not_poll_sleeps_for_its_reply_then_waits_in_the_hub(
-        channel) -> None:  # type: ignore[no-untyped-def]
-    """With polling suspended a receive sleeps (ppoll, no spinning) for the
-    rest of its wait: a reply that comes meanwhile is read there, a later one
-    through the hub."""
-    client, peer = channel
-    sock = _udp()
-    sender = threading.Timer(0.01, _send, (peer, OK, [sock.fileno()]))
-    sender.start()
-    # A real thread sends while the hub is held: only the sleeping wait can get it.
-    got = receive(client, poll=_fdpass.Poll(0.0, wait=5.0))
-    sender.join()
-    assert got is not None and got[0].ok and got[1] is not None
-    os.close(got[1])
-    sock.close()
-    assert _late_reply(client, peer, _fdpass.Poll(0.0, wait=50e-6)) >= 10
 
 
 def test_polls_that_give_up_suspend_polling_for_longer_and_longer(channel) -> None:  # type: ignore[no-untyped-def]

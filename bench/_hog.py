@@ -2,7 +2,8 @@
 
 Each hog is ``python3 -c 'while True: pass'`` with PR_SET_PDEATHSIG, so it
 dies with the process that started it even when that one is killed outright;
-``Hogs`` also kills and reaps them on exit, error or Ctrl-C. A bench that
+``Hogs`` also kills and reaps them on exit, error, Ctrl-C or SIGTERM (made
+an exit, so the bench's own clean-up runs too). A bench that
 compares quiet and loaded figures in one run pauses the hogs (SIGSTOP) for
 its quiet rounds and resumes them (SIGCONT) for its loaded ones, so both
 columns come from the same rounds of the same run.
@@ -16,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from types import TracebackType
@@ -27,6 +29,10 @@ _HOG = ("import ctypes, os, signal, sys\n"
         "while True: pass\n")
 
 QUIET, LOADED = "quiet", "loaded"
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def add_argument(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +48,9 @@ class Hogs:
         self.count = count
         self.procs: list[subprocess.Popen[bytes]] = []
         self.running = False
+        if count and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL and \
+                threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)
         try:
             for _ in range(count):
                 self.procs.append(subprocess.Popen(

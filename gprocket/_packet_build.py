@@ -157,20 +157,19 @@ static void add_segment(struct iovec *iov, int *n, const uint8_t *base, size_t l
     (*n)++;
 }
 
-/* One TPACKET_V3 block -> pcap records (at most limit frames) written to fd
-   with one writev (more only when the block needs more than iov_cap segments
-   or stage_cap bytes of headers and short frames, or on a short write), and
-   no work per frame outside this loop. stage_cap >= 16 + GPK_STAGE_PER_FRAME,
-   iov_cap >= 2; a block's size plus 16 bytes per frame and UIO_MAXIOV make
-   one writev per block. Returns frames written (also in *count), or -errno
-   with *count the frames written before the failed call. */
+/* One TPACKET_V3 block -> pcap records (at most limit frames) written to fd,
+   one writev per stage_cap bytes of records (a single longer record goes
+   alone) or iov_cap segments, with no work per frame outside this loop.
+   stage_cap >= 16 + GPK_STAGE_PER_FRAME, iov_cap >= 2. Returns frames
+   written (also in *count), or -errno with *count the frames written before
+   the failed call. */
 int gpk_block_write(int fd, const uint8_t *block, uint32_t snaplen, int nsec, uint32_t limit,
                     uint8_t *stage, size_t stage_cap, struct iovec *iov, int iov_cap,
                     uint32_t *count)
 {
     uint32_t off, n = frame_count(block, &off), i;
     const struct tpacket3_hdr *h;
-    size_t pos = 0;
+    size_t pos = 0, queued = 0; /* bytes staged; bytes of records in iov */
     int segs = 0, rc;
     *count = 0;
     for (i = 0; i < n && i < limit && (h = next_frame(block, &off)); i++) {
@@ -180,13 +179,15 @@ int gpk_block_write(int fd, const uint8_t *block, uint32_t snaplen, int nsec, ui
         r.sec = h->tp_sec;
         r.frac = nsec ? h->tp_nsec : h->tp_nsec / 1000;
         r.len = h->tp_len;
-        if (segs + 2 > iov_cap || pos + sizeof(r) + GPK_STAGE_PER_FRAME > stage_cap) {
+        /* Staged bytes never exceed queued ones: the stage cannot overflow. */
+        if (segs && (segs + 2 > iov_cap || queued + sizeof(r) + r.caplen > stage_cap)) {
             if ((rc = write_all(fd, iov, segs)) < 0)
                 return rc;
             *count = i;
             segs = 0;
-            pos = 0;
+            pos = queued = 0;
         }
+        queued += sizeof(r) + r.caplen;
         memcpy(stage + pos, &r, sizeof(r));
         if (r.caplen <= GPK_STAGE_PER_FRAME) {
             memcpy(stage + pos + sizeof(r), data, r.caplen);

@@ -152,7 +152,7 @@ class PcapWriter:
         length; return how many.
 
         To a file with a descriptor the records go straight from the ring
-        (Block.write_pcap: compiled, one writev per block); to any other file
+        (Block.write_pcap: compiled, one writev per 64 KiB); to any other file
         object through this writer's buffer.
         """
         fd = self._descriptor()

@@ -185,14 +185,23 @@ def _per_frame_pcap(path: Path, block: ring.Block, snaplen: int, nano: bool,
     return path.read_bytes()
 
 
+@pytest.fixture(params=[ring._PCAP_WRITE, 1024])
+def write_size(request: pytest.FixtureRequest, impl: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Bytes of records per writev, with each implementation."""
+    monkeypatch.setattr(ring, "_PCAP_WRITE", request.param)
+    return int(request.param)
+
+
 def test_write_block_makes_the_file_per_frame_writes_make(
-        impl: str, lab: VethLab, rx: tuple[socket.socket, ring.RxRing], tx: socket.socket,
-        tmp_path: Path) -> None:
-    """A block written straight from the ring (compiled: one writev, short
-    frames staged beside their headers, long ones gathered from the ring)
-    is byte for byte the file of one PcapWriter.write per frame: every snap
-    length (none cut, long ones cut, all cut), both timestamp units, whole
-    blocks and a count that ends inside one; also into a file object."""
+        write_size: int, lab: VethLab, rx: tuple[socket.socket, ring.RxRing],
+        tx: socket.socket, tmp_path: Path) -> None:
+    """A block written straight from the ring (compiled: short frames staged
+    beside their headers, long ones gathered from the ring, one writev per
+    write_size bytes: with 1024 a block takes many, and the longest frames
+    go alone) is byte for byte the file of one PcapWriter.write per frame:
+    every snap length (none cut, long ones cut, all cut), both timestamp
+    units, whole blocks and a count that ends inside one; also into a file
+    object."""
     _, rx_ring = rx
     # 14 + 4 * (1 .. 360) bytes (within the MTU): both sides of the 256-byte staging limit.
     frames = [ether_frame(lab.mac_a, lab.mac_b, 0x88B5, struct.pack("!I", i) * (1 + i * 37 % 360))

@@ -71,8 +71,8 @@ class _Capture:
         ifindex = interfaces.index_of(args.interface)
         sock = open_packet_socket(0, helper=args.helper)
         try:
-            # Half-MiB blocks: one writev each with -w, and cache-friendly while
-            # Python walks them for summaries.
+            # Half-MiB blocks stay cache-friendly while Python walks them for
+            # summaries (with -w compiled code writes them, 64 KiB at a time).
             ring = RxRing(sock, block_size=1 << 19, block_count=max(2, args.buffer_kib // 512),
                           timeout_ms=50)
             if program is not None:

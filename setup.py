@@ -2,7 +2,7 @@
 
 Everything declarative lives in pyproject.toml; this file only adds the two
 build steps setuptools cannot express there: `make -C helper` and the cffi
-extension modules (every gprocket/_*_build.py that defines `ffibuilder`).
+extension modules (CFFI_MODULES: each builder and its FFI, listed by hand).
 """
 
 import shutil
@@ -25,12 +25,13 @@ class BuildWithHelper(build_py):
         shutil.copy2(HELPER, target / HELPER.name)
 
 
-def cffi_modules() -> list[str]:
-    modules = []
-    for path in sorted((HERE / "gprocket").glob("_*_build.py")):
-        if "\nffibuilder = " in path.read_text():
-            modules.append(f"gprocket/{path.name}:ffibuilder")
-    return modules
+# Each gprocket/_*_build.py and the module it builds: _icmp_speed (multiping's
+# loop), _packet_speed (ring and batch loops), _fdpass_speed (reply receive).
+CFFI_MODULES = [
+    "gprocket/_icmp_build.py:ffibuilder",
+    "gprocket/_packet_build.py:ffibuilder",
+    "gprocket/_fdpass_build.py:ffibuilder",
+]
 
 
-setup(cmdclass={"build_py": BuildWithHelper}, cffi_modules=cffi_modules())
+setup(cmdclass={"build_py": BuildWithHelper}, cffi_modules=CFFI_MODULES)

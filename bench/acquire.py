@@ -15,6 +15,9 @@ and p99 per descriptor are printed side by side with ratios:
   helper (blocking)  anchor: the same helper by blocking posix_spawn/recvmsg/waitpid
   gevent.subprocess  anchor: the helper started by gevent.subprocess.Popen
   sudo               the helper through sudo -n (as root, no rule needed)
+  ..., no sandbox    the broker and the one-shot again, with a helper built
+                     without seccomp, Landlock and rlimits (make -C helper
+                     nosandbox; installed only here): what the sandbox costs
 
 Every variant of a worker is measured in interleaved rounds (the order
 rotated each round), so a machine that gets busier or quieter during the
@@ -54,6 +57,7 @@ import _hog
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPER = ROOT / "gprocket" / "_bin" / "gprocket-helper"
+BARE_HELPER = ROOT / "helper" / "build" / "gprocket-helper-nosandbox"
 INSTALL_ROOT = Path("/opt/gprocket/t")
 LOADED = " +hog"  # the loaded twin of a variant, in the workers' results
 
@@ -263,7 +267,7 @@ def checkpoint(pid: int | None) -> None:
     sys.stdin.readline()
 
 
-def bench_user(helper: str, scale: float, hogs: _hog.Hogs) -> dict[str, object]:
+def bench_user(helper: str, bare: str, scale: float, hogs: _hog.Hogs) -> dict[str, object]:
     import gevent
 
     from gprocket._broker import Broker
@@ -284,10 +288,12 @@ def bench_user(helper: str, scale: float, hogs: _hog.Hogs) -> dict[str, object]:
     results: dict[str, object] = {}
 
     broker = Broker(helper)
+    bare_broker = Broker(bare)
     floors = [FloorBroker(helper, udp(153)[1], blocking=False),
               FloorBroker(helper, udp(253)[1], blocking=True)]
     oneshot_request = udp(353)[0]
     blocking_message = udp(453)[1]
+    bare_request, bare_oneshot_request = udp(553)[0], udp(653)[0]
     # Every user-side variant in the same rounds: the microsecond ones and
     # the process-per-descriptor ones alternate, so a change of load during
     # the run reaches them all.
@@ -300,12 +306,17 @@ def bench_user(helper: str, scale: float, hogs: _hog.Hogs) -> dict[str, object]:
                                 int(1000 * scale)),
             "helper (blocking)": (lambda: blocking_one_shot(helper, blocking_message),
                                   int(1000 * scale)),
+            "broker, no sandbox": (lambda: os.close(bare_broker.request(bare_request)),
+                                   int(40000 * scale)),
+            "helper (gevent), no sandbox": (
+                lambda: os.close(one_shot(bare, bare_oneshot_request)), int(1000 * scale)),
         },
         rounds=20,
         hogs=hogs,
     )
     for floor in floors:
         floor.close()
+    bare_broker.close()
     for name, blocks in rounds.items():
         results[name] = summarize_rounds(blocks)
 
@@ -354,20 +365,24 @@ def bench_sudo(helper: str, scale: float, hogs: _hog.Hogs) -> dict[str, object]:
 
 
 def install_setuid_copy() -> Path:
+    """The helper setuid in a fresh prefix, and beside it (libexec/bare/) the build
+    without a sandbox, for the comparison."""
     prefix = INSTALL_ROOT / f"bench-{secrets.token_hex(4)}"
-    target = prefix / "libexec" / "gprocket" / "gprocket-helper"
-    target.parent.mkdir(parents=True)
-    for directory in (INSTALL_ROOT, prefix, prefix / "libexec", target.parent):
-        os.chmod(directory, 0o755)  # noqa: S103 - root-owned, readable: as an install
-    shutil.copyfile(HELPER, target)
-    os.chmod(target, 0o4755)  # noqa: S103 - the setuid install being measured
+    for source, name in ((HELPER, "gprocket"), (BARE_HELPER, "bare")):
+        target = prefix / "libexec" / name / "gprocket-helper"
+        target.parent.mkdir(parents=True)
+        for directory in (INSTALL_ROOT, prefix, prefix / "libexec", target.parent):
+            os.chmod(directory, 0o755)  # noqa: S103 - root-owned, readable: as an install
+        shutil.copyfile(source, target)
+        os.chmod(target, 0o4755)  # noqa: S103 - the setuid install being measured
     return prefix
 
 
 def run_worker(mode: str, helper: str, scale: float, user: str | None,
                netns: str, *, hog: int) -> dict[str, object]:
-    argv = [sys.executable, __file__, "--worker", mode, "--helper", helper, "--scale", str(scale),
-            "--hog", str(hog)]
+    bare = helper.replace("/libexec/gprocket/", "/libexec/bare/")
+    argv = [sys.executable, __file__, "--worker", mode, "--helper", helper, "--bare", bare,
+            "--scale", str(scale), "--hog", str(hog)]
     if user is not None:
         entry = pwd.getpwnam(user)
         argv = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups",
@@ -401,10 +416,11 @@ def main() -> int:
     parser.add_argument("--worker", choices=["root", "user", "subprocess", "sudo"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--helper", help=argparse.SUPPRESS)
+    parser.add_argument("--bare", help=argparse.SUPPRESS)
     _hog.add_argument(parser)
     args = parser.parse_args()
     workers = {"root": lambda hogs: bench_root(args.scale, hogs),
-               "user": lambda hogs: bench_user(args.helper, args.scale, hogs),
+               "user": lambda hogs: bench_user(args.helper, args.bare, args.scale, hogs),
                "subprocess": lambda hogs: bench_subprocess(args.helper, args.scale, hogs),
                "sudo": lambda hogs: bench_sudo(args.helper, args.scale, hogs)}
     if args.worker is not None:
@@ -414,8 +430,8 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/acquire.py needs root (it installs a setuid helper copy)", file=sys.stderr)
         return 2
-    if not HELPER.exists():
-        subprocess.run(["make", "-C", str(ROOT / "helper")], check=True, capture_output=True)
+    subprocess.run(["make", "-C", str(ROOT / "helper"), "all", "nosandbox"], check=True,
+                   capture_output=True)
     prefix = install_setuid_copy()
     helper = str(prefix / "libexec" / "gprocket" / "gprocket-helper")
     netns = f"gpcore-bench-{secrets.token_hex(3)}"
@@ -440,7 +456,7 @@ def report(results: dict[str, dict[str, float]], concurrent: dict[str, object],
            hog: int) -> None:
     oneshot = results["helper (gevent)"]["median"]
     plain = results["plain"]["median"]
-    head = (f"{'variant':<25}{'median µs':>11}{'p99 µs':>10}{'round medians µs':>20}{'n':>7}"
+    head = (f"{'variant':<29}{'median µs':>11}{'p99 µs':>10}{'round medians µs':>20}{'n':>7}"
             f"{'÷ plain':>9}{'÷ one-shot':>11}")
     if hog:
         head += f" |{f'with {hog} hog: median':>22}{'p99 µs':>10}{'round medians µs':>20}"
@@ -449,7 +465,7 @@ def report(results: dict[str, dict[str, float]], concurrent: dict[str, object],
         if name.endswith(LOADED):
             continue
         spread = f"{row['round_min']:.1f}-{row['round_max']:.1f}"
-        line = (f"{name:<25}{row['median']:>11.1f}{row['p99']:>10.1f}{spread:>20}"
+        line = (f"{name:<29}{row['median']:>11.1f}{row['p99']:>10.1f}{spread:>20}"
                 f"{row['n']:>7.0f}{row['median'] / plain:>9.2f}{row['median'] / oneshot:>11.3f}")
         loaded = results.get(name + LOADED)
         if loaded is not None:
@@ -461,6 +477,13 @@ def report(results: dict[str, dict[str, float]], concurrent: dict[str, object],
     blocking_floor = results["broker floor (blocking)"]["median"]
     blocking = results["helper (blocking)"]["median"]
     caps = results["capabilities"]["median"]
+    print()
+    print("what the sandbox costs (set up once per helper start; then the seccomp filter runs "
+          "on every system call, Landlock on every open):")
+    for label, name in (("broker", "broker"), ("one-shot", "helper (gevent)")):
+        with_it, without = results[name]["median"], results[f"{name}, no sandbox"]["median"]
+        print(f"  {label:<9} median {with_it:8.1f} µs sandboxed, {without:8.1f} µs without: "
+              f"{with_it - without:+.1f} µs ({with_it / without:.2f}x)")
     print()
     print(f"broker ÷ its gevent floor {broker / floor:.2f}, ÷ its blocking floor "
           f"{broker / blocking_floor:.2f} (the floors neither encode nor check, and park at "

@@ -46,10 +46,19 @@ import gevent.socket
 import gevent.subprocess
 
 from gprocket import ring
-from gprocket._packet_lab import VethLab, ether_frame, inside, trafgen_config, veth_lab
 
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parent.parent
+# The veth lab is test support, not part of the installed package.
+sys.path.insert(0, str(REPO / "tests"))
+from support.lab import (  # noqa: E402
+    VethLab,
+    ether_frame,
+    inside,
+    listening,
+    trafgen_config,
+    veth_lab,
+)
 
 
 def trafgen(lab: VethLab, frame: bytes, count: int) -> float:
@@ -160,13 +169,7 @@ def live_scapy(lab: VethLab, frame: bytes, n: int) -> Result:
 
 def _listening(lab: VethLab, argv: list[str]) -> subprocess.Popen[str]:
     """Start a capture tool in namespace A; return once it says it is listening."""
-    proc = subprocess.Popen(lab.argv_a(argv), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "listening on" in line:
-            break
-    return proc
+    return listening(lab.argv_a(argv))
 
 
 def _tool_live(lab: VethLab, frame: bytes, n: int, argv: list[str], name: str, *,

@@ -11,14 +11,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from capsetup._filecaps import cap_mask, cap_names
 from capsetup._layout import DEFAULT_GROUP, DEFAULT_PREFIX, SUDOERS_DIR, Layout, SetupError
 from capsetup.install import install, install_warnings, remove
-from capsetup.interpreter import WARNING, install_python, venv_warnings
-from capsetup.policy import load_policy
+from capsetup.interpreter import WARNING, install_python
+from capsetup.pinggroup import SYSCTL_DIR
 from capsetup.status import Status, status
 from capsetup.sudoers import install_sudoers
 from capsetup.systemd import parse_listen, render_units
+from gprocket._filecaps import cap_mask, cap_names
+from gprocket._policy import load_policy
 
 __all__ = ["main"]
 
@@ -32,7 +33,8 @@ def _print_changes(changes: list[str]) -> None:
 
 def _cmd_install(args: argparse.Namespace) -> int:
     _print_changes(install(args.prefix, mode=args.mode, group=args.group,
-                           create_group=args.create_group))  # fmt: skip
+                           create_group=args.create_group, ping_group=args.ping_group,
+                           sysctl_dir=args.sysctl_dir))  # fmt: skip
     for warning in install_warnings(args.prefix):
         print(f"warning: {warning}", file=sys.stderr)
     return 0
@@ -58,6 +60,15 @@ def _render_status(report: Status) -> str:
     verdict = {True: "valid", False: "REFUSED", None: "not checked"}[p.valid]
     lines.append(f"policy:   {p.path}{' (no file: defaults)' if p.default else ''} {verdict}")
     lines.extend(f"          {line}" for line in p.check_output.splitlines())
+    lines.extend(f"warning:  {warning}" for warning in p.warnings)
+    g = report.ping
+    shown = f"{g.range[0]} {g.range[1]}" if g.range else "unreadable"
+    who = f"group {g.group} (gid {g.gid})" if g.gid is not None else "the helper's group"
+    lines.append(f"ping:     net.ipv4.ping_group_range {shown}: {who} "
+                 f"{'may' if g.covered else 'may NOT'} use ICMP echo sockets")  # fmt: skip
+    if g.conf:
+        previous = f"{g.previous[0]} {g.previous[1]}" if g.previous else "?"
+        lines.append(f"          set by capsetup in {g.conf} (remove restores {previous})")
     s = report.sudoers
     lines.append(f"sudoers:  {s.path} {'present' if s.exists else 'none'}")
     lines.extend(f"          {rule}" for rule in s.rules)
@@ -96,9 +107,6 @@ def _cmd_python(args: argparse.Namespace) -> int:
     _print_changes(changes)
     caps = ",".join(cap_names(cap_mask(args.caps)))
     print(WARNING.format(path=copy, caps=caps), file=sys.stderr)
-    for problem in venv_warnings(args.venv):
-        print(f"warning: {problem}: that user can run code with these capabilities",
-              file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -131,6 +139,10 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--mode", choices=("caps", "setuid"), default="caps")
     cmd.add_argument("--group", default=DEFAULT_GROUP, help="who may run it (default %(default)s)")
     cmd.add_argument("--create-group", action="store_true", help="create the group if missing")
+    cmd.add_argument("--no-ping-group", dest="ping_group", action="store_false",
+                     help="leave net.ipv4.ping_group_range alone (by default the group's gid "
+                     "is brought into it, never narrowing it, persisted in /etc/sysctl.d)")
+    cmd.add_argument("--sysctl-dir", type=Path, default=SYSCTL_DIR, help=argparse.SUPPRESS)
 
     cmd = command("remove", _cmd_remove, "undo install, sudoers and python for this prefix")
     cmd.add_argument("--purge", action="store_true", help="delete an edited policy too")
@@ -158,7 +170,8 @@ def _parser() -> argparse.ArgumentParser:
     cmd = command("python", _cmd_python, "give a venv interpreter copy permitted-only caps")
     cmd.add_argument("--venv", required=True)
     cmd.add_argument("--caps", default="cap_net_bind_service,cap_net_raw")
-    cmd.add_argument("--group", help="only this group may run the copy (mode 0750)")
+    cmd.add_argument("--group", default=DEFAULT_GROUP,
+                     help="only this group may run the copy, mode 0750 (default %(default)s)")
 
     cmd = command("policy", _cmd_policy, "validate the policy file as the helper would")
     cmd.add_argument("--file", help="check this file instead of the installed policy")

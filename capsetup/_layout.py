@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from capsetup._fs import atomic_write, chain_problems, nearest_existing
+from capsetup._fs import atomic_write
+from gprocket._install_checks import chain_problems, nearest_existing
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -110,6 +111,11 @@ class Manifest:
     created_group: bool = False
     sudoers: tuple[str, ...] = ()
     pythons: tuple[str, ...] = ()
+    # net.ipv4.ping_group_range (capsetup/pinggroup.py): the sysctl.d file
+    # written, the range found before and the one set.
+    ping_conf: str | None = None
+    ping_previous: tuple[int, int] | None = None
+    ping_applied: tuple[int, int] | None = None
 
     @classmethod
     def load(cls, layout: Layout) -> Manifest:
@@ -127,6 +133,9 @@ class Manifest:
             created_group=bool(data.get("created_group", False)),
             sudoers=tuple(data.get("sudoers", ())),
             pythons=tuple(data.get("pythons", ())),
+            ping_conf=data.get("ping_conf"),
+            ping_previous=_pair(data.get("ping_previous")),
+            ping_applied=_pair(data.get("ping_applied")),
         )
 
     def to_json(self) -> str:
@@ -149,6 +158,12 @@ class Manifest:
     def empty(self) -> bool:
         """True when the manifest records nothing (nothing installed here)."""
         return self == Manifest()
+
+
+def _pair(value: object) -> tuple[int, int] | None:
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return value[0], value[1]
+    return None
 
 
 def ensure_dirs(directory: Path) -> list[Path]:

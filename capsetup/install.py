@@ -2,8 +2,9 @@
 
 Install puts the packaged helper at PREFIX/libexec/gprocket/gprocket-helper,
 root:GROUP 0750 with file capabilities (or setuid root), plus a default
-policy. It compares before it writes, so a second run changes nothing, and
-every change it makes is one line of its result.
+policy, and opens ICMP echo sockets to GROUP (capsetup/pinggroup.py) unless
+told not to. It compares before it writes, so a second run changes nothing,
+and every change it makes is one line of its result.
 """
 
 from __future__ import annotations
@@ -17,13 +18,8 @@ import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from capsetup._filecaps import (
-    FileCaps,
-    apply_file_caps,
-    packaged_file_caps,
-    read_file_caps,
-)
-from capsetup._fs import atomic_write, mount_of, nearest_existing
+from capsetup import pinggroup
+from capsetup._fs import atomic_write
 from capsetup._layout import (
     DEFAULT_GROUP,
     Layout,
@@ -33,7 +29,14 @@ from capsetup._layout import (
     packaged_helper,
     require_root,
 )
-from capsetup.policy import DEFAULT_POLICY, load_policy
+from gprocket._filecaps import (
+    FileCaps,
+    apply_file_caps,
+    packaged_file_caps,
+    read_file_caps,
+)
+from gprocket._install_checks import mount_of, nearest_existing
+from gprocket._policy import DEFAULT_POLICY, load_policy
 
 __all__ = [
     "HelperState",
@@ -188,12 +191,16 @@ def install(
     group: str = DEFAULT_GROUP,
     create_group: bool = False,
     source: Path | None = None,
+    ping_group: bool = True,
+    sysctl_dir: Path = pinggroup.SYSCTL_DIR,
 ) -> list[str]:
     """Install the helper and default policy under ``prefix``; return what changed.
 
-    An empty list means nothing had to change. Raises SetupError with the
-    reason when the target is unsafe or the filesystem cannot hold the
-    privilege, before anything is written.
+    With ``ping_group`` the group's gid is brought into
+    net.ipv4.ping_group_range (never narrowing it), persisted in
+    ``sysctl_dir``. An empty list means nothing had to change. Raises
+    SetupError with the reason when the target is unsafe or the filesystem
+    cannot hold the privilege, before anything is written.
     """
     require_root()
     if mode not in MODES:
@@ -207,6 +214,11 @@ def install(
         raise SetupError(f"{layout.helper} is installed for group {manifest.group!r}: "
                          "run `capsetup remove` first to change the group")  # fmt: skip
     _check_mount(layout.directory)
+    if ping_group:
+        pinggroup.read_range()
+        if not sysctl_dir.is_dir():
+            raise SetupError(f"{sysctl_dir} does not exist: cannot persist "
+                             f"{pinggroup.KEY} (or pass --no-ping-group)")  # fmt: skip
     gid, created_group = resolve_group(group, create=create_group)
     changes = []
     if created_group:
@@ -231,6 +243,20 @@ def install(
             with contextlib.suppress(OSError):
                 os.rmdir(path)
         raise
+    if ping_group:
+        changes.extend(_enable_ping(layout, group=group, gid=gid, sysctl_dir=sysctl_dir))
+    return changes
+
+
+def _enable_ping(layout: Layout, *, group: str, gid: int, sysctl_dir: Path) -> list[str]:
+    manifest = Manifest.load(layout)
+    before = pinggroup.PingState(manifest.ping_conf, manifest.ping_previous,
+                                 manifest.ping_applied)  # fmt: skip
+    after, changes = pinggroup.enable(layout, before, group=group, gid=gid,
+                                      sysctl_dir=sysctl_dir)  # fmt: skip
+    if after != before:
+        replace(manifest, ping_conf=after.conf, ping_previous=after.previous,
+                ping_applied=after.applied).save(layout)  # fmt: skip
     return changes
 
 
@@ -302,6 +328,8 @@ def remove(prefix: str | Path | None = None, *, purge: bool = False) -> list[str
         _remove_file(Path(python), "interpreter copy", changes)
     for dropin in manifest.sudoers:
         _remove_file(Path(dropin), "sudoers drop-in", changes)
+    changes.extend(pinggroup.disable(pinggroup.PingState(
+        manifest.ping_conf, manifest.ping_previous, manifest.ping_applied)))  # fmt: skip
     _remove_file(layout.helper, "helper", changes)
     try:
         text = layout.policy.read_text()
@@ -314,7 +342,8 @@ def remove(prefix: str | Path | None = None, *, purge: bool = False) -> list[str
         changes.append(f"kept edited policy {layout.policy} (remove --purge deletes it)")
         # Keep the record of directories and group, so a later --purge can finish.
         if not manifest.empty:
-            replace(manifest, mode=None, pythons=(), sudoers=()).save(layout)
+            replace(manifest, mode=None, pythons=(), sudoers=(), ping_conf=None,
+                    ping_previous=None, ping_applied=None).save(layout)  # fmt: skip
         return changes
     if text is not None:
         _remove_file(layout.policy, "policy", changes)

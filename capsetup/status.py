@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from capsetup._filecaps import packaged_file_caps, read_file_caps
-from capsetup._fs import chain_problems, mount_of
+from capsetup import pinggroup
 from capsetup._layout import SUDOERS_DIR, Layout, Manifest, SetupError, packaged_helper
-from capsetup.policy import check_with_helper, load_policy
+from gprocket._filecaps import packaged_file_caps, read_file_caps
+from gprocket._install_checks import chain_problems, mount_of
+from gprocket._policy import check_with_helper, load_helper_policy, rule_warning
 
 __all__ = ["HelperStatus", "Status", "status"]
 
@@ -56,6 +57,19 @@ class PolicyStatus:
     default: bool = False
     valid: bool | None = None
     check_output: str = ""
+    warnings: tuple[str, ...] = ()  # rules in force and what their holders can do
+
+
+@dataclass(frozen=True)
+class PingStatus:
+    """net.ipv4.ping_group_range here, and what capsetup install set."""
+
+    range: tuple[int, int] | None  # None: unreadable
+    gid: int | None  # the helper's group
+    group: str | None
+    covered: bool
+    conf: str | None = None  # the sysctl.d file capsetup wrote
+    previous: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +102,7 @@ class Status:
     policy: PolicyStatus
     sudoers: SudoersStatus
     pythons: tuple[PythonStatus, ...]
+    ping: PingStatus
     problems: tuple[str, ...] = field(default=())
 
     @property
@@ -149,7 +164,8 @@ def _helper_status(layout: Layout, problems: list[str]) -> HelperStatus:
 
 
 def _policy_status(layout: Layout, helper_ok: bool, problems: list[str]) -> PolicyStatus:
-    loaded = load_policy(layout.policy)
+    # The helper's own rules: its directories (even with no policy file), then the file.
+    loaded = load_helper_policy(layout.helper)
     if loaded.refused:
         problems.append(f"policy {layout.policy} denies everything: {loaded.refused}")
     valid: bool | None = loaded.refused is None
@@ -165,7 +181,31 @@ def _policy_status(layout: Layout, helper_ok: bool, problems: list[str]) -> Poli
                 valid = False
                 if not loaded.refused:
                     problems.append(f"the helper refuses policy {layout.policy}: {check.output}")
-    return PolicyStatus(str(layout.policy), loaded.exists, loaded.is_default, valid, output)
+    warnings = tuple(w for w in map(rule_warning, loaded.rules) if w is not None)
+    return PolicyStatus(str(layout.policy), loaded.exists, loaded.is_default, valid, output,
+                        warnings)  # fmt: skip
+
+
+def _ping_status(layout: Layout, manifest: Manifest, problems: list[str]) -> PingStatus:
+    try:
+        current: tuple[int, int] | None = pinggroup.read_range()
+    except SetupError:
+        current = None
+    gid: int | None = None
+    try:
+        gid = os.stat(layout.helper).st_gid
+    except OSError:
+        gid = None
+    group = _name(grp.getgrgid, gid) if gid is not None else manifest.group
+    covered = current is not None and gid is not None and current[0] <= gid <= current[1]
+    if manifest.ping_applied is not None:
+        if not covered:
+            problems.append(f"group {group} is no longer in {pinggroup.KEY} (now "
+                            f"{current[0] if current else '?'} {current[1] if current else '?'}): "
+                            "its members cannot ping; re-run capsetup install")  # fmt: skip
+        if manifest.ping_conf and not os.path.exists(manifest.ping_conf):
+            problems.append(f"{manifest.ping_conf} is gone: the ping range is lost at reboot")
+    return PingStatus(current, gid, group, covered, manifest.ping_conf, manifest.ping_previous)
 
 
 def _sudoers_status(layout: Layout, sudoers_dir: Path, problems: list[str]) -> SudoersStatus:
@@ -215,6 +255,7 @@ def status(prefix: str | Path | None = None, *, sudoers_dir: Path = SUDOERS_DIR)
     policy = _policy_status(layout, helper_ok, problems)
     sudoers = _sudoers_status(layout, sudoers_dir, problems)
     pythons = _python_status(manifest.pythons, problems)
+    ping = _ping_status(layout, manifest, problems)
     return Status(
         prefix=str(layout.prefix),
         mode=manifest.mode,
@@ -222,5 +263,6 @@ def status(prefix: str | Path | None = None, *, sudoers_dir: Path = SUDOERS_DIR)
         policy=policy,
         sudoers=sudoers,
         pythons=pythons,
+        ping=ping,
         problems=tuple(problems),
     )

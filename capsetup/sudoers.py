@@ -27,13 +27,17 @@ __all__ = ["install_sudoers", "render_sudoers", "validate_sudoers"]
 # Names sudo reads literally: no spaces, commas, colons, quotes, or '%'.
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./+-]+$")
+# A sudoers regular expression (sudo >= 1.9.10) for the arguments of a namespaced one-shot.
+NETNS_ARGS = "^--netns [A-Za-z0-9_][A-Za-z0-9._-]*$"
 
 
 def render_sudoers(helper: Path, *, user: str | None = None, group: str | None = None) -> str:
     """The drop-in text granting ``user`` or ``group`` the helper as root, no password.
 
-    Only the two invocations the library makes are allowed: no arguments
-    (one-shot) and ``--broker``. Raises SetupError for names or a path that
+    Only the invocations the library makes are allowed: no arguments
+    (one-shot), ``--broker``, and ``--netns NAME`` (a one-shot in a namespace;
+    sudo's regular expression admits names as the helper does, which checks
+    them again). Raises SetupError for names or a path that
     sudoers syntax could misread.
     """
     if (user is None) == (group is None):
@@ -48,7 +52,8 @@ def render_sudoers(helper: Path, *, user: str | None = None, group: str | None =
         "# gprocket helper via sudo, written by capsetup; `capsetup remove` deletes it.\n"
         "# I/O logging would replace the helper's stdin (its channel) with a pipe.\n"
         f"Defaults!{helper} !log_input\n"
-        f'{subject} ALL=(root) NOPASSWD: {helper} "", {helper} --broker\n'
+        f'{subject} ALL=(root) NOPASSWD: {helper} "", {helper} --broker, '
+        f"{helper} {NETNS_ARGS}\n"
     )
 
 

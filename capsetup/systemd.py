@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from capsetup._filecaps import CAP_NAMES, cap_mask, cap_names
 from capsetup._layout import SetupError
+from gprocket._filecaps import CAP_NAMES, cap_mask, cap_names
 
 __all__ = ["Listen", "parse_listen", "render_units"]
 

@@ -3,7 +3,8 @@
     /opt/gprocket/venv/bin/python examples/ping.py [HOST ...]
 
 Works unprivileged: an ICMP datagram socket when net.ipv4.ping_group_range
-allows it, else a raw socket from the gprocket helper (capsetup install).
+allows it (capsetup install opens it to the helper's group), else a raw
+socket from the gprocket helper where its policy has a `raw` rule.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ Python, whatever its destination:
     ping fd00:9::2
 
 Unprivileged users get the device from the helper, which needs a policy line
-such as ``allow group:gprocket tun gpt*``.
+such as ``allow group:gprocket tun gpt* net 10.9.0.0/24,fd00:9::/64``: the
+addresses (and so the routes they bring) must lie inside the networks the rule names.
 """
 
 from __future__ import annotations

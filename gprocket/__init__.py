@@ -5,7 +5,9 @@ imported eagerly; the larger subsystems are submodules imported on first use,
 so ``import gprocket`` stays cheap: ``gprocket.icmp``, ``gprocket.tuntap``,
 ``gprocket.servers``, ``gprocket.monkey``, ``gprocket.lowlevel``,
 ``gprocket.interfaces``, ``gprocket.bpf``, ``gprocket.ring``, ``gprocket.pcap``,
-``gprocket.rawsock``.
+``gprocket.rawsock``, ``gprocket.aio`` (the same for asyncio programs), and
+``gprocket.scapy`` (needs scapy installed, so it is
+left out of ``__all__``: ``from gprocket import *`` works without scapy).
 """
 
 import importlib
@@ -14,11 +16,11 @@ from types import ModuleType
 from ._api import Acquired, acquire, drop_effective, open, open_fd
 from ._errors import Attempt, GprocketError, HelperError, PolicyDenied, PrivilegeError
 from ._socket import Socket
-from ._spec import DeviceRequest, SocketRequest, TunRequest
+from ._spec import DeviceRequest, SocketOptions, SocketRequest, TunRequest
 
 _SUBMODULES = frozenset({
-    "bpf", "icmp", "interfaces", "lowlevel", "monkey", "pcap", "rawsock", "ring",
-    "servers", "tuntap",
+    "aio", "bpf", "icmp", "interfaces", "lowlevel", "monkey", "pcap", "rawsock", "ring",
+    "scapy", "servers", "tuntap",
 })
 
 __all__ = [
@@ -30,9 +32,11 @@ __all__ = [
     "PolicyDenied",
     "PrivilegeError",
     "Socket",
+    "SocketOptions",
     "SocketRequest",
     "TunRequest",
     "acquire",
+    "aio",
     "bpf",
     "drop_effective",
     "icmp",

@@ -18,8 +18,11 @@ starts its own on demand). ``close()`` and interpreter exit shut it down.
 
 The broker belongs to the OS thread that started it: its channel is a
 gevent socket of that thread's hub, and the helper's PR_SET_PDEATHSIG fires
-when that thread (not the process) exits. So there is one broker per helper
-path per thread that asks, which for a gevent program is the one hub thread.
+when that thread (not the process) exits. A broker also serves one network
+namespace: it enters /run/netns/NAME at start (``--netns NAME``) and drops
+CAP_SYS_ADMIN before it reads a request, so it can never change namespace
+again. So there is one broker per helper path, thread that asks and
+namespace, which for a gevent program is one per namespace it uses.
 """
 
 from __future__ import annotations
@@ -40,13 +43,13 @@ from gevent.hub import Waiter, get_hub
 from gevent.lock import Semaphore
 
 from ._errors import HelperError
-from ._fdpass import Poll, receive, verify
-from ._helper import DEFAULT_TIMEOUT, check_runnable, raise_for_reply
+from ._fdpass import Poll, receive
+from ._helper import DEFAULT_TIMEOUT, check_runnable, checked_descriptor, helper_argv
 from ._spawn import Child, spawn
 from ._spec import Request
 from ._wire import Reply, encode_request
 
-__all__ = ["Broker", "get_broker", "shutdown_all"]
+__all__ = ["Broker", "check_namespace", "get_broker", "shutdown_all"]
 
 # How long a reader polls the channel before it parks in the hub. A reply
 # usually comes within ~10 µs, sooner than the hub's wait and the wake-up of a
@@ -56,8 +59,18 @@ __all__ = ["Broker", "get_broker", "shutdown_all"]
 SPIN_SECONDS = 50e-6
 
 _BROKERS: weakref.WeakSet[Broker] = weakref.WeakSet()
-_REGISTRY: dict[tuple[str, int], Broker] = {}
+_REGISTRY: dict[tuple[str, int, str | None], Broker] = {}
 _REGISTRY_LOCK = threading.Lock()
+
+
+def check_namespace(namespace: str | None, request: Request) -> None:
+    """Refuse, before anything is sent, a request for another namespace than
+    the broker's (``namespace``): a broker can never leave the one it entered."""
+    if request.namespace != namespace:
+        raise ValueError(
+            f"this broker serves namespace {namespace!r}, not {request.namespace!r}: "
+            f"use get_broker(path, {request.namespace!r})"
+        )
 
 
 class _Unsent(Exception):
@@ -308,14 +321,17 @@ class _Session:
 
 
 class Broker:
-    """A lazily started broker for the helper at ``path``.
+    """A lazily started broker for the helper at ``path``, serving ``namespace``.
 
-    ``request()`` may be called from any number of greenlets at once.
+    ``request()`` may be called from any number of greenlets at once; every
+    request must name the broker's namespace (None: the one it started in).
     """
 
-    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT,
+                 namespace: str | None = None) -> None:
         self.path = path
         self.timeout = timeout
+        self.namespace = namespace
         self._owner = os.getpid()
         self._session: _Session | None = None
         self._start_lock = Semaphore()
@@ -341,7 +357,7 @@ class Broker:
             if session is None or session.dead is not None:
                 check_runnable(self.path)
                 try:
-                    child = spawn([self.path, "--broker"])
+                    child = spawn(helper_argv(self.path, broker=True, namespace=self.namespace))
                 except OSError as err:
                     raise HelperError(
                         f"cannot start the broker {self.path}: {err.strerror}"
@@ -357,6 +373,7 @@ class Broker:
         RungUnavailable (helper cannot run here) or HelperError (the broker
         died, broke the protocol, or did not answer within ``timeout``).
         """
+        check_namespace(self.namespace, request)
         session = self._live_session()
         rid = session.next_id()
         try:
@@ -372,10 +389,7 @@ class Broker:
                 raise HelperError(
                     f"the broker {self.path} exited before it could read a request: {again}"
                 ) from err
-        if fd is not None and not reply.ok:
-            os.close(fd)
-        raise_for_reply(reply, request)
-        return verify(fd, request, reply)
+        return checked_descriptor(request, reply, fd)
 
     def close(self) -> None:
         """Stop the broker and reap it; the next request starts a new one.
@@ -394,13 +408,13 @@ class Broker:
             session.abandon_after_fork()
 
 
-def get_broker(path: str) -> Broker:
-    """This thread's broker for the helper at ``path``, created on first use."""
-    key = (path, threading.get_ident())
+def get_broker(path: str, namespace: str | None = None) -> Broker:
+    """This thread's broker for the helper at ``path`` in ``namespace``, made on first use."""
+    key = (path, threading.get_ident(), namespace)
     broker = _REGISTRY.get(key)
     if broker is None:
         with _REGISTRY_LOCK:
-            broker = _REGISTRY.setdefault(key, Broker(path))
+            broker = _REGISTRY.setdefault(key, Broker(path, namespace=namespace))
     return broker
 
 

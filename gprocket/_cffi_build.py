@@ -1,6 +1,6 @@
 """Compile one of gprocket's cffi API-mode modules in place, for a checkout.
 
-setup.py builds every ``gprocket/_*_build.py`` that defines a module-level FFI;
+setup.py builds each ``gprocket/_*_build.py`` it lists (CFFI_MODULES);
 ``python -m gprocket._<name>_build`` calls this to put the same module next
 to the sources, for tests run from the tree.
 """

@@ -23,14 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from capsetup._filecaps import read_file_caps
-from capsetup._fs import mount_of
-from capsetup.policy import Caller, Rule, grants, load_policy
-
 from ._caps import CAP_NET_ADMIN, CAP_NET_BIND_SERVICE, CAP_NET_RAW, CAP_SYS_ADMIN, cap_name
+from ._environ import ignored as ignored_environment
+from ._environ import trusted_getenv
 from ._errors import RungUnavailable
+from ._filecaps import read_file_caps
 from ._helper import PACKAGED, locate
+from ._install_checks import DIRECTORY_REFUSAL, mount_of
 from ._ladder import DEFAULT_ORDER
+from ._policy import Caller, Rule, grants, load_helper_policy, rule_warning, subject_matches
 
 __all__ = [
     "KINDS",
@@ -42,6 +43,7 @@ __all__ = [
     "Verdict",
     "diagnose",
     "gather",
+    "notes",
 ]
 
 _SUDO_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -139,6 +141,7 @@ class Facts:
     listen_fds: int = 0
     venv: str | None = None
     tun_exists: bool = True  # /dev/net/tun exists (the helper may open a root-only one)
+    ignored_env: tuple[str, ...] = ()  # GPROCKET_* variables ignored here, with why
 
     @property
     def caller(self) -> Caller:
@@ -269,6 +272,10 @@ def _policy_verdict(
 ) -> Verdict | None:
     """None when the policy grants the request, else the refusal."""
     if refused is not None:
+        if DIRECTORY_REFUSAL in refused or "helper's directory" in refused:
+            return Verdict(rung, False, f"the helper denies everything: {refused}",
+                           "install the helper under root-only directories: "
+                           "sudo capsetup install")  # fmt: skip
         return Verdict(rung, False, f"the policy denies everything: {refused}",
                        f"fix {policy_path} (check it with: capsetup policy)")  # fmt: skip
     caller = facts.caller
@@ -371,7 +378,7 @@ def _sudo(kind: Kind, facts: Facts) -> Verdict:
                        "still decides", _ping_fix(facts))  # fmt: skip
     if kind.key == "tun" and not facts.tun_exists:
         return Verdict(name, False, "/dev/net/tun is missing", "sudo modprobe tun")
-    policy = str(Path(sudo.helper).parent / "policy")
+    policy = str(Path(os.path.realpath(sudo.helper)).parent / "policy")
     denied = _policy_verdict(
         name, kind, facts, rules=sudo.policy_rules, refused=sudo.policy_refused, policy_path=policy
     )
@@ -421,6 +428,36 @@ def diagnose(facts: Facts, kinds: tuple[Kind, ...] = KINDS) -> tuple[Diagnosis, 
             order = ("plain",) if kind.key == "icmp-ping" else _FIX_PREFERENCE
             fix = next((by_rung[r] for r in order if r in by_rung), None)
         out.append(Diagnosis(kind.key, kind.title, serving, verdicts, fix))
+    return tuple(out)
+
+
+def notes(facts: Facts) -> tuple[str, ...]:
+    """What the report should say besides the rungs: ignored variables, ping, strong rules.
+
+    Pure. One line each: a GPROCKET_* variable ignored in this privileged
+    process (and why), whether net.ipv4.ping_group_range covers your groups
+    and the helper's group, and every raw/packet/device rule in force for you
+    with what its holder can do.
+    """
+    out = list(facts.ignored_env)
+    low, high = facts.ping_range
+    shown = f"net.ipv4.ping_group_range is {low} {high}"
+    if low > high:
+        out.append(f"{shown}: ICMP echo sockets are closed to every group")
+    else:
+        yours = "covers a group of yours" if _ping_allowed(facts) else "covers none of your groups"
+        out.append(f"{shown}: {yours}")
+    helper = facts.helper
+    if helper is not None and helper.exists and helper.group:
+        covered = low <= helper.gid <= high
+        out.append(f"the helper's group {helper.group} (gid {helper.gid}) is "
+                   f"{'' if covered else 'NOT '}in ping_group_range"
+                   f"{'' if covered else ': sudo capsetup install opens it'}")  # fmt: skip
+    if helper is not None and helper.policy_refused is None:
+        for rule in helper.policy_rules:
+            warning = rule_warning(rule)
+            if warning is not None and subject_matches(rule, facts.caller):
+                out.append(f"policy {helper.policy_path} {warning}")
     return tuple(out)
 
 
@@ -477,7 +514,7 @@ def helper_facts(path: str, user: str) -> HelperFacts:
         nosuid = mount_of(Path(path)).nosuid
     except (OSError, LookupError):
         nosuid = False
-    policy = load_policy(Path(path).parent / "policy")
+    policy = load_helper_policy(path)
     return HelperFacts(
         path=path,
         exists=stat.S_ISREG(st.st_mode),
@@ -502,7 +539,7 @@ def sudo_facts(helper: str | None, timeout: float = 10.0) -> SudoFacts:
         return SudoFacts(False)
     if helper is None:
         return SudoFacts(True)
-    policy = load_policy(Path(helper).parent / "policy")
+    policy = load_helper_policy(helper)
     try:
         done = subprocess.run(
             [sudo, "-n", "-l", helper],
@@ -521,7 +558,7 @@ def sudo_facts(helper: str | None, timeout: float = 10.0) -> SudoFacts:
 
 
 def _strategies() -> tuple[str, ...]:
-    env = os.environ.get("GPROCKET_STRATEGIES", "").strip()
+    env = trusted_getenv("GPROCKET_STRATEGIES")
     if env:
         return tuple(part.strip().lower() for part in env.split(",") if part.strip())
     return DEFAULT_ORDER
@@ -581,4 +618,5 @@ def gather(
         netns_exists=os.path.exists(f"/run/netns/{netns}"),
         listen_fds=fds,
         venv=prefix_venv,
+        ignored_env=ignored_environment(),
     )

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import Any, TypeVar
 
 import gevent
 from gevent.hub import get_hub
@@ -33,6 +34,25 @@ __all__ = [
 _READ = 1  # libev EV_READ
 _WRITE = 2  # libev EV_WRITE
 _Buffer = bytes | bytearray | memoryview
+T = TypeVar("T")
+
+
+def nonblocking_call(wait: Callable[[float | None], None], timeout: float | None,
+                     call: Callable[..., T], *args: Any) -> T:
+    """Return ``call(*args)``, calling ``wait(timeout)`` and trying again while it would block.
+
+    The one retry loop behind every cooperative read, write, readv, writev,
+    recvmsg and sendmsg (trio's ``_nonblocking_helper``): *call* is a
+    non-blocking system call, *wait* parks the greenlet until the descriptor
+    is ready and raises TimeoutError when *timeout* passes. Python retries
+    EINTR itself (PEP 475); InterruptedError is still treated as "try again"
+    for a call that surfaces it. Any other OSError propagates unchanged.
+    """
+    while True:
+        try:
+            return call(*args)
+        except (BlockingIOError, InterruptedError):
+            wait(timeout)
 
 
 def make_nonblocking(fd: int) -> bool:
@@ -86,11 +106,7 @@ def read(fd: int, n: int, timeout: float | None = None) -> bytes:
     of file. Raises TimeoutError, or OSError with the kernel's errno.
     """
     make_nonblocking(fd)
-    while True:
-        try:
-            return os.read(fd, n)
-        except BlockingIOError:
-            wait_readable(fd, timeout)
+    return nonblocking_call(partial(wait_readable, fd), timeout, os.read, fd, n)
 
 
 def write(fd: int, data: _Buffer, timeout: float | None = None) -> int:
@@ -100,11 +116,7 @@ def write(fd: int, data: _Buffer, timeout: float | None = None) -> int:
     packet or fails). Raises TimeoutError, or OSError with the kernel's errno.
     """
     make_nonblocking(fd)
-    while True:
-        try:
-            return os.write(fd, data)
-        except BlockingIOError:
-            wait_writable(fd, timeout)
+    return nonblocking_call(partial(wait_writable, fd), timeout, os.write, fd, data)
 
 
 def readv(fd: int, buffers: Sequence[bytearray | memoryview], timeout: float | None = None) -> int:
@@ -113,11 +125,7 @@ def readv(fd: int, buffers: Sequence[bytearray | memoryview], timeout: float | N
     Raises TimeoutError, or OSError with the kernel's errno.
     """
     make_nonblocking(fd)
-    while True:
-        try:
-            return os.readv(fd, buffers)
-        except BlockingIOError:
-            wait_readable(fd, timeout)
+    return nonblocking_call(partial(wait_readable, fd), timeout, os.readv, fd, buffers)
 
 
 def writev(fd: int, buffers: Sequence[_Buffer], timeout: float | None = None) -> int:
@@ -127,11 +135,7 @@ def writev(fd: int, buffers: Sequence[_Buffer], timeout: float | None = None) ->
     payload kept apart). Raises TimeoutError, or OSError with the kernel's errno.
     """
     make_nonblocking(fd)
-    while True:
-        try:
-            return os.writev(fd, buffers)
-        except BlockingIOError:
-            wait_writable(fd, timeout)
+    return nonblocking_call(partial(wait_writable, fd), timeout, os.writev, fd, buffers)
 
 
 class FdIO:
@@ -179,6 +183,14 @@ class FdIO:
             with gevent.Timeout(timeout, _timeout_error(what, timeout)):
                 self._hub.wait(watcher)
 
+    # The waits of the retry loop: a closed FdIO never reaches them (its
+    # system calls fail with EBADF first), and close() wakes a parked one.
+    def _park_read(self, timeout: float | None) -> None:
+        self._park(self._read_watcher, timeout, "read")
+
+    def _park_write(self, timeout: float | None) -> None:
+        self._park(self._write_watcher, timeout, "write")
+
     def wait_readable(self, timeout: float | None = None) -> None:
         """Park until readable; raises TimeoutError, or OSError(EBADF) if closed meanwhile."""
         self._check_open()
@@ -194,11 +206,7 @@ class FdIO:
 
         Raises TimeoutError, or OSError with the kernel's errno (EBADF once closed).
         """
-        while True:
-            try:
-                return os.read(self._fd, n)
-            except BlockingIOError:
-                self._park(self._read_watcher, timeout, "read")
+        return nonblocking_call(self._park_read, timeout, os.read, self._fd, n)
 
     def readinto(self, buffer: bytearray | memoryview, timeout: float | None = None) -> int:
         """One read into *buffer*; returns the byte count."""
@@ -206,27 +214,15 @@ class FdIO:
 
     def readv(self, buffers: Sequence[bytearray | memoryview], timeout: float | None = None) -> int:
         """One scattering read into *buffers*; returns the byte count."""
-        while True:
-            try:
-                return os.readv(self._fd, buffers)
-            except BlockingIOError:
-                self._park(self._read_watcher, timeout, "read")
+        return nonblocking_call(self._park_read, timeout, os.readv, self._fd, buffers)
 
     def write(self, data: _Buffer, timeout: float | None = None) -> int:
         """One write of *data* (one packet on a packet device); returns the byte count."""
-        while True:
-            try:
-                return os.write(self._fd, data)
-            except BlockingIOError:
-                self._park(self._write_watcher, timeout, "write")
+        return nonblocking_call(self._park_write, timeout, os.write, self._fd, data)
 
     def writev(self, buffers: Sequence[_Buffer], timeout: float | None = None) -> int:
         """One gathering write of *buffers*; returns the byte count."""
-        while True:
-            try:
-                return os.writev(self._fd, buffers)
-            except BlockingIOError:
-                self._park(self._write_watcher, timeout, "write")
+        return nonblocking_call(self._park_write, timeout, os.writev, self._fd, buffers)
 
     def read_batch(self, n: int, max_count: int = 64, timeout: float | None = None) -> list[bytes]:
         """Wait for the first message, then take what is already queued, up to *max_count*.

@@ -32,6 +32,7 @@ from gevent.monkey import get_original
 
 from ._errors import HelperError
 from ._kernel import tun_name
+from ._socket import disown
 from ._spec import DeviceRequest, Request, SocketRequest, TunRequest
 from ._wire import REPLY_SIZE, Reply, decode_reply
 
@@ -54,6 +55,8 @@ _SO_ACCEPTCONN = int(socket.SO_ACCEPTCONN)
 _IPPROTO_IPV6 = int(socket.IPPROTO_IPV6)
 _IPV6_V6ONLY = int(socket.IPV6_V6ONLY)
 _poll = get_original("select", "poll")
+_new_socket = _socket.socket.__new__
+_init_socket = _socket.socket.__init__
 
 # How a poll went (gpf_receive's meta[3]; the Python poll says the same).
 _AT_ONCE, _POLLED, _GAVE_UP = 0, 1, 2
@@ -317,9 +320,12 @@ def _verify_socket(fd: int, request: SocketRequest) -> None:
     # them. The C type, not socket.socket: the same calls without the
     # Python-level wrapper around each one.
     expect = _expect(request)
+    sock = _new_socket(_socket.socket)
     try:
-        sock = _socket.socket(expect.family, expect.type, expect.protocol, fd)
+        _init_socket(sock, expect.family, expect.type, expect.protocol, fd)
     except OSError as err:
+        # It may have taken fd before failing: verify closes it, once.
+        disown(sock, fd)
         raise HelperError(f"the helper returned an unusable descriptor: {err}") from err
     try:
         _check_socket(sock, expect, request)

@@ -1,6 +1,6 @@
 """cffi API-mode build of the broker channel's hot path (``gprocket._fdpass_speed``).
 
-setup.py builds every ``gprocket/_*_build.py`` that defines ``ffibuilder``.
+setup.py lists this builder (CFFI_MODULES).
 In a development tree, build in place with::
 
     python -m gprocket._fdpass_build    # in a checkout, for tests run from the tree

@@ -1,10 +1,11 @@
 """Find the helper, decide whether it can work for us, and ask it once.
 
 The helper is looked for at, in order: the ``helper=`` argument, the
-GPROCKET_HELPER environment variable, /usr/local/libexec/gprocket/ then
-/usr/libexec/gprocket/. It can only lift privilege when it is setuid root
-or carries file capabilities (or when we are root already); otherwise the
-rung is unavailable with the reason and the fix.
+GPROCKET_HELPER environment variable (ignored in a privileged process, see
+_environ), /usr/local/libexec/gprocket/ then /usr/libexec/gprocket/. It can
+only lift privilege when it is setuid root or carries file capabilities (or
+when we are root already); otherwise the rung is unavailable with the reason
+and the fix.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import stat
 from pathlib import Path
 
+from ._environ import trusted_getenv
 from ._errors import HelperError, PolicyDenied, RungRefused, RungUnavailable
 from ._fdpass import receive, verify
 from ._spawn import Child, spawn
@@ -27,8 +29,10 @@ __all__ = [
     "INSTALL_FIX",
     "SEARCH_PATH",
     "check_runnable",
+    "helper_argv",
     "locate",
     "one_shot",
+    "one_shot_command",
     "raise_for_reply",
     "sudo_path",
 ]
@@ -47,7 +51,7 @@ def locate(helper: str | os.PathLike[str] | None = None) -> str:
     """The helper's path; raises RungUnavailable naming every place looked at."""
     if helper is not None:
         return os.fspath(helper)
-    env = os.environ.get("GPROCKET_HELPER")
+    env = trusted_getenv("GPROCKET_HELPER")
     if env:
         return env
     for candidate in SEARCH_PATH:
@@ -106,6 +110,14 @@ def check_runnable(path: str) -> str:
     return "caps"
 
 
+def helper_argv(path: str, *, broker: bool, namespace: str | None) -> list[str]:
+    """The helper's command line: PROTOCOL.md's ``[--broker] [--netns NAME]``."""
+    argv = [path, "--broker"] if broker else [path]
+    if namespace is not None:
+        argv += ["--netns", namespace]
+    return argv
+
+
 def sudo_path() -> str:
     """The sudo program; raises RungUnavailable when it is not installed."""
     found = shutil.which("sudo", path=_SUDO_ENV["PATH"])
@@ -137,16 +149,63 @@ def raise_for_reply(reply: Reply, request: Request) -> None:
     )
 
 
-def _no_reply(child: Child, timeout: float) -> HelperError:
+def checked_descriptor(request: Request, reply: Reply, fd: int | None,
+                       rid: int | None = None) -> int:
+    """The checked descriptor of ``reply`` to ``request``, or the error it means.
+
+    The one place both fronts (gevent, gprocket.aio) and both helpers
+    (broker, one-shot) judge a reply: the id when one is expected (``rid``),
+    the error the reply reports (``raise_for_reply``), then ``verify``'s
+    checks of the descriptor. Owns ``fd`` from the call: on any error it is
+    closed here, once, so the caller must forget it before calling.
+    """
+    if rid is not None and reply.id != rid:
+        if fd is not None:
+            os.close(fd)
+        raise HelperError(f"the helper answered request id {reply.id}, expected {rid}")
+    if fd is not None and not reply.ok:
+        os.close(fd)
+    raise_for_reply(reply, request)
+    return verify(fd, request, reply)
+
+
+def no_reply_error(path: str, argv0: str, status: int | None, said: str,
+                   *, sudo: bool) -> HelperError | RungRefused:
+    """The error for a one-shot helper that exited (``status``, None if unknown)
+    without replying, having written ``said`` to stderr: through sudo, sudo's
+    refusal (the ladder goes on to the next rung); otherwise a HelperError."""
+    failure = HelperError(
+        f"{argv0} exited with status {status} without replying"
+        + (f": {said}" if said else "")
+    )
+    if sudo:
+        return RungRefused(f"sudo -n {path} refused: {failure}", _errno.EPERM,
+                           "allow the helper in sudoers: capsetup sudoers")
+    return failure
+
+
+def _no_reply(child: Child, path: str, timeout: float, *, sudo: bool) -> HelperError | RungRefused:
     try:
         status = child.wait(timeout)
     except TimeoutError:
         status = None
-    said = child.stderr_text()
-    return HelperError(
-        f"{child.argv[0]} exited with status {status} without replying"
-        + (f": {said}" if said else "")
-    )
+    return no_reply_error(path, child.argv[0], status, child.stderr_text(), sudo=sudo)
+
+
+def one_shot_command(
+    path: str, request: Request, *, sudo: bool = False
+) -> tuple[list[str], dict[str, str] | None]:
+    """The argument vector and environment of a one-shot helper for ``request``.
+
+    The one place both fronts (gevent here, gprocket.aio) build them: a
+    namespaced request starts the helper with ``--netns NAME``, sudo gets
+    ``-n`` and a fixed environment. Raises RungUnavailable when ``sudo`` is
+    asked for and not installed.
+    """
+    argv = helper_argv(path, broker=False, namespace=request.namespace)
+    if sudo:
+        return [sudo_path(), "-n", *argv], _SUDO_ENV
+    return argv, None
 
 
 def one_shot(
@@ -154,17 +213,19 @@ def one_shot(
 ) -> int:
     """Start the helper once (through ``sudo -n`` if asked), get one descriptor.
 
+    A namespaced request starts it with ``--netns NAME``: it enters the
+    namespace before it drops its privileges, then serves the request there.
+
     Never blocks the gevent hub and never waits longer than ``timeout``
     for any step. Raises PolicyDenied, OSError (kernel refusal), HelperError
     (the helper misbehaved or timed out) or RungRefused (sudo said no); no
     process or descriptor is left behind on any path.
     """
-    argv = [sudo_path(), "-n", path] if sudo else [path]
+    argv, env = one_shot_command(path, request, sudo=sudo)
     try:
-        child = spawn(argv, _SUDO_ENV if sudo else None)
+        child = spawn(argv, env)
     except OSError as err:
         raise RungUnavailable(f"cannot start {argv[0]}: {err.strerror}", INSTALL_FIX) from err
-    fd: int | None = None
     try:
         child.channel.settimeout(timeout)
         try:
@@ -175,23 +236,13 @@ def one_shot(
         except (BrokenPipeError, ConnectionResetError):
             got = None
         if got is None:
-            failure = _no_reply(child, timeout)
-            if sudo:
-                raise RungRefused(
-                    f"sudo -n {path} refused: {failure}",
-                    _errno.EPERM,
-                    "allow the helper in sudoers: capsetup sudoers",
-                )
-            raise failure
-        reply, fd = got
-        if reply.id != 1:
-            raise HelperError(f"the helper answered request id {reply.id}, expected 1")
+            raise _no_reply(child, path, timeout, sudo=sudo)
         # A one-shot helper exits after its one reply: closing our end now
         # lets its exit overlap the checks below instead of following them.
         child.channel.close()
-        raise_for_reply(reply, request)
-        checked = verify(fd, request, reply)
-        fd = None
+        # The checks own the descriptor from here (they close one they refuse).
+        reply, received = got
+        checked = checked_descriptor(request, reply, received, rid=1)
         # The helper holds its copy of the descriptor (a bound port) until it
         # exits: wait for that, so closing ours really releases the port.
         try:
@@ -201,6 +252,4 @@ def one_shot(
             raise
         return checked
     finally:
-        if fd is not None:
-            os.close(fd)
         child.close()

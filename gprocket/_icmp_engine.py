@@ -10,7 +10,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 import gevent
 from gevent.hub import get_hub
@@ -19,7 +19,7 @@ from gprocket import _icmp_wire as wire
 from gprocket._icmp_resolve import _host_key
 from gprocket._icmp_results import IcmpError, Reply, _reply
 from gprocket._icmp_socket import SO_TIMESTAMPNS, IcmpSocket
-from gprocket._icmp_state import _Counters, _Options, _State
+from gprocket._icmp_state import _READ, _WRITE, _YIELD, _Counters, _Options, _State, _Wait
 
 _IP_TTL = socket.IP_TTL
 _IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
@@ -54,6 +54,24 @@ _TRUESIZE = 1280
 _BATCH = 256
 _MIN_WINDOW = 16
 _SEND_RETRY = 0.01  # longest wait for send-buffer room before trying again
+
+
+def _drive(steps: Generator[_Wait, None, None], fd: int) -> None:
+    """Run an engine's steps() on the gevent hub: its only waits."""
+    hub = get_hub()
+    watcher = hub.loop.io(fd, 1)
+    writable = hub.loop.io(fd, 2)
+    try:
+        for kind, delay in steps:
+            if kind == _YIELD:
+                gevent.sleep(0)
+            else:
+                with gevent.Timeout(delay, False):
+                    hub.wait(watcher if kind == _READ else writable)
+    finally:
+        steps.close()
+        watcher.close()
+        writable.close()
 
 
 def _flow(isock: IcmpSocket, size: int) -> tuple[int, int]:
@@ -100,10 +118,11 @@ class _Engine:
 
     def run(self, targets: Sequence[_State]) -> None:
         """Ping every target; returns when each has all its answers or timeouts."""
+        _drive(self.steps(targets), self.sock.fileno())
+
+    def steps(self, targets: Sequence[_State]) -> Generator[_Wait, None, None]:
+        """The engine without its waits: yields what it waits for next (see _Wait)."""
         opts = self.options
-        hub = get_hub()
-        watcher = hub.loop.io(self.sock.fileno(), 1)
-        writable = hub.loop.io(self.sock.fileno(), 2)
         # Every target is due at once for its first request, in order; after
         # that it waits in a heap of (due time, order, target) for its next one.
         fresh, pos, total = list(targets), 0, len(targets)
@@ -233,13 +252,12 @@ class _Engine:
                 if not self.remaining:
                     break
                 if blocked:
-                    with gevent.Timeout(_SEND_RETRY, False):
-                        hub.wait(writable)
+                    yield _WRITE, _SEND_RETRY
                     continue
                 if sent_now:
                     batches += 1
                     if batches % 8 == 0:
-                        gevent.sleep(0)  # let other greenlets run during long bursts
+                        yield _YIELD, 0.0  # let other greenlets run during long bursts
                     continue
                 wake = math.inf
                 if self.outstanding < self.window:
@@ -253,11 +271,10 @@ class _Engine:
                     wake = min(wake, window_q[0].sent_mono + hold)
                 delay = wake - monotonic()
                 if delay > 0:
-                    with gevent.Timeout(delay, False):
-                        hub.wait(watcher)
+                    yield _READ, delay
         finally:
-            watcher.close()
-            writable.close()
+            # Stopped early (closed: killed or cancelled) or done: no more sends.
+            self.seq = seq
 
     def _get_ttl(self) -> int:
         if self.family == socket.AF_INET:

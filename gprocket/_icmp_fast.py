@@ -8,14 +8,11 @@ import operator
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-import gevent
-from gevent.hub import get_hub
-
 from gprocket import _icmp_wire as wire
-from gprocket._icmp_engine import _SEND_RETRY, _Engine, _flow
+from gprocket._icmp_engine import _SEND_RETRY, _drive, _Engine, _flow
 from gprocket._icmp_gc import _gc_paused
 from gprocket._icmp_resolve import _host_key
 from gprocket._icmp_results import (
@@ -30,7 +27,7 @@ from gprocket._icmp_results import (
     _reply,
 )
 from gprocket._icmp_socket import IcmpSocket
-from gprocket._icmp_state import _Counters, _Options, _State
+from gprocket._icmp_state import _READ, _WRITE, _YIELD, _Counters, _Options, _State, _Wait
 
 _speed: Any
 try:
@@ -105,6 +102,10 @@ class _FastEngine:
 
     def run(self, targets: Sequence[_State]) -> None:
         """Ping every target; returns when each has all its answers or timeouts."""
+        _drive(self.steps(targets), self.isock.sock.fileno())
+
+    def steps(self, targets: Sequence[_State]) -> Generator[_Wait, None, None]:
+        """The engine without its waits: yields what it waits for next (see _Wait)."""
         if not targets:
             return
         ffi, lib = _speed.ffi, _speed.lib
@@ -130,10 +131,6 @@ class _FastEngine:
             raise MemoryError(f"no memory for {len(targets)} ICMP targets")
         ctx = ffi.gc(ctx, lib.gpi_free)
         ctx.window, ctx.batch = self.window, self.batch
-        hub = get_hub()
-        fd = self.isock.sock.fileno()
-        watcher = hub.loop.io(fd, 1)
-        writable = hub.loop.io(fd, 2)
         step, monotonic_ns = lib.gpi_step, time.monotonic_ns
         finished = False
         try:
@@ -149,18 +146,14 @@ class _FastEngine:
                     finished = True
                     break
                 if status == _GPI_AGAIN:
-                    gevent.sleep(0)  # a slice is at most ~1 ms: let other greenlets run
+                    yield _YIELD, 0.0  # a slice is at most ~1 ms: let other greenlets run
                 elif status == _GPI_WRITE:
-                    with gevent.Timeout(_SEND_RETRY, False):
-                        hub.wait(writable)
+                    yield _WRITE, _SEND_RETRY
                 else:
                     delay = (ctx.wake_ns - monotonic_ns()) / 1e9
                     if delay > 0:
-                        with gevent.Timeout(delay, False):
-                            hub.wait(watcher)
+                        yield _READ, delay
         finally:
-            watcher.close()
-            writable.close()
             self.seq = lib.gpi_seq(ctx)
             self._count(ctx)
             # Stopped early (killed, interrupted): targets not complete yet

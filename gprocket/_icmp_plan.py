@@ -121,18 +121,23 @@ def _job(count: int, interval: float, timeout: float, size: int, ttl: int | None
                 _family_arg(family), kind, source, interface, ttl, chain, helper)
 
 
+def _source(plan: _Plan, job: _Job) -> str | None:
+    """The source address for ``plan``'s socket: one applies to its own family only."""
+    source = job.source
+    literal = _literal(source) if source is not None else None
+    if literal is not None and literal[0] != plan.family:
+        return None
+    return source
+
+
 def _prepare(addresses: Iterable[str], job: _Job) -> list[tuple[_Plan, IcmpSocket]]:
     """Resolve every address, then open one socket per family needed."""
     plans = _plan(addresses, job.family, job.options.count)
     opened: list[tuple[_Plan, IcmpSocket]] = []
     try:
         for plan in plans:
-            source = job.source
-            literal = _literal(source) if source is not None else None
-            if literal is not None and literal[0] != plan.family:
-                source = None  # a source address applies to its own family's socket only
             opened.append((plan, open_icmp_socket(
-                plan.family, kind=job.kind, source=source, interface=job.interface,
+                plan.family, kind=job.kind, source=_source(plan, job), interface=job.interface,
                 ttl=job.ttl, strategies=job.strategies, helper=job.helper)))
     except BaseException:
         for _, isock in opened:

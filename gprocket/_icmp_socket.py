@@ -23,7 +23,8 @@ from typing import Literal
 import gprocket
 from gprocket import _icmp_wire as wire
 
-__all__ = ["IcmpSocket", "SocketKind", "icmp4_filter", "open_icmp_socket"]
+__all__ = ["IcmpSocket", "SocketKind", "configure", "datagram_first", "icmp4_filter",
+           "open_icmp_socket", "raw_names"]
 
 SocketKind = Literal["auto", "datagram", "raw"]
 
@@ -104,16 +105,26 @@ def _with_datagram_attempt(err: gprocket.PrivilegeError,
     return gprocket.PrivilegeError(err.what, attempts, fix)
 
 
+def raw_names(af: int) -> tuple[str, str]:
+    """gprocket.open's (family, protocol) for a raw ICMP socket of family ``af``."""
+    if af == socket.AF_INET:
+        return "inet", "icmp"
+    return "inet6", "icmp6"
+
+
 def _raw(af: int, source: str | None, interface: str | None,
          strategies: str | list[str] | tuple[str, ...] | None,
          helper: str | None) -> tuple[socket.socket, str]:
-    family = "inet" if af == socket.AF_INET else "inet6"
-    protocol = "icmp" if af == socket.AF_INET else "icmp6"
+    family, protocol = raw_names(af)
     opened = gprocket.open(0, protocol=protocol, family=family, ip=source,
                            interface=interface, strategies=strategies, helper=helper)
     rung = str(getattr(opened, "rung", "plain"))
     fd = opened.detach()
-    return socket.socket(fileno=fd), rung
+    try:
+        return socket.socket(fileno=fd), rung
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _set_rcvbuf(sock: socket.socket, wanted: int) -> int:
@@ -156,32 +167,56 @@ def open_icmp_socket(family: int | str, *, kind: SocketKind = "auto",
     PrivilegeError when no rung can provide a raw socket, OSError for
     anything else.
     """
-    af, proto = _family(family)
-    sock: socket.socket | None = None
-    refusal: OSError | None = None
+    af, _proto = _family(family)
+    sock, refusal = datagram_first(family, kind)
     rung = "plain"
+    if sock is None:
+        try:
+            sock, rung = _raw(af, source, interface, strategies, helper)
+        except gprocket.PrivilegeError as err:
+            if refusal is None:
+                raise
+            raise _with_datagram_attempt(err, refusal) from err
+    return configure(sock, af, rung, source=source, interface=interface, ttl=ttl,
+                     rcvbuf=rcvbuf, kernel_filter=kernel_filter)
+
+
+def datagram_first(family: int | str, kind: SocketKind) -> tuple[socket.socket | None,
+                                                                  OSError | None]:
+    """The datagram socket when ``kind`` allows it and the kernel does, else
+    (None, the kernel's refusal or None): then a raw socket must come from the
+    ladder. Raises PermissionError when ``kind`` is "datagram" and refused."""
+    if kind not in ("auto", "datagram"):
+        return None, None
+    af, proto = _family(family)
+    got = _datagram(af, proto)
+    if not isinstance(got, OSError):
+        return got, None
+    if kind == "datagram":
+        raise PermissionError(
+            got.errno,
+            f"ICMP datagram sockets are not allowed for this user "
+            f"(net.ipv4.ping_group_range is {_group_range()!r}): widen it to "
+            f"include one of the user's groups")
+    return None, got
+
+
+def configure(sock: socket.socket, af: int, rung: str, *, source: str | None = None,
+              interface: str | None = None, ttl: int | None = None,
+              rcvbuf: int = _DEFAULT_RCVBUF, kernel_filter: bool = True) -> IcmpSocket:
+    """Configure a datagram socket (``rung`` "plain", unbound) or a raw socket
+    from the ladder for echo; closes ``sock`` when that fails."""
+    found: Literal["datagram", "raw"] = \
+        "datagram" if sock.type == socket.SOCK_DGRAM else "raw"
     filtered = False
-    if kind in ("auto", "datagram"):
-        got = _datagram(af, proto)
-        if isinstance(got, OSError):
-            refusal = got
-            if kind == "datagram":
-                raise PermissionError(
-                    got.errno,
-                    f"ICMP datagram sockets are not allowed for this user "
-                    f"(net.ipv4.ping_group_range is {_group_range()!r}): widen it to "
-                    f"include one of the user's groups")
-        else:
-            sock = got
     try:
-        if sock is not None:
+        if found == "datagram":
             if interface:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
                                 interface.encode())
             # Binding fixes the identifier (the ping socket's port) now.
             sock.bind((source or "", 0))  # "" is the wildcard of either family
             ident = int(sock.getsockname()[1])
-            found: Literal["datagram", "raw"] = "datagram"
             if af == socket.AF_INET:
                 sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
                 sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
@@ -189,13 +224,6 @@ def open_icmp_socket(family: int | str, *, kind: SocketKind = "auto",
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
         else:
-            try:
-                sock, rung = _raw(af, source, interface, strategies, helper)
-            except gprocket.PrivilegeError as err:
-                if refusal is None:
-                    raise
-                raise _with_datagram_attempt(err, refusal) from err
-            found = "raw"
             ident = random.getrandbits(16)
             if af == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
@@ -221,7 +249,6 @@ def open_icmp_socket(family: int | str, *, kind: SocketKind = "auto",
         budget = _set_rcvbuf(sock, rcvbuf)
         sock.setblocking(False)
     except BaseException:
-        if sock is not None:
-            sock.close()
+        sock.close()
         raise
     return IcmpSocket(sock, af, found, rung, ident, budget, filtered)

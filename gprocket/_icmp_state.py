@@ -48,3 +48,11 @@ class _Counters:
     mismatched: int = 0
     late: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+
+
+# What an engine's steps() waits for between slices of work; each front
+# (gevent: _icmp_engine._drive, asyncio: gprocket.aio) waits its own way.
+# (_READ, seconds): readable or the time passed; (_WRITE, seconds): room to
+# send or the time passed; (_YIELD, 0): let other tasks run, then go on.
+_READ, _WRITE, _YIELD = 1, 2, 3
+_Wait = tuple[int, float]

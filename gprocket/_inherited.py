@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import RungUnavailable
+from ._socket import disown
 from ._spec import SocketRequest
 
 __all__ = ["InheritedSocket", "InheritedStrategy", "inherited_sockets", "take_listen_fds"]
@@ -66,9 +67,13 @@ class InheritedSocket:
 
 def _describe_fd(fd: int, name: str) -> InheritedSocket | None:
     """Read family/type/protocol/address of `fd`; None when it is no socket."""
+    copy = os.dup(fd)
+    probe = socket.socket.__new__(socket.socket)
     try:
-        probe = socket.socket(fileno=os.dup(fd))
+        socket.socket.__init__(probe, fileno=copy)
     except OSError:
+        disown(probe, copy)
+        os.close(copy)  # not a socket: closed here, once
         return None
     try:
         family = probe.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)

@@ -156,17 +156,30 @@ def _configure(sock: socket.socket, request: SocketRequest) -> None:
 def open_tun(request: TunRequest) -> int:
     """Create the TUN/TAP device in this process and return its descriptor.
 
-    Only ever creates (IFF_TUN_EXCL), never attaches to an existing device,
-    like the helper. Raises OSError with the kernel's errno.
+    Creates only (IFF_TUN_EXCL), like the helper; with ``request.attach``
+    attaches to the existing device instead, under the kernel's own rule (its
+    owner or group, or CAP_NET_ADMIN: this process's own rights). Raises
+    OSError with the kernel's errno.
     """
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     try:
         name = (request.name or "").encode()
-        ifr = struct.pack("16sH22x", name, request.flags | IFF_TUN_EXCL)
+        excl = 0 if request.attach else IFF_TUN_EXCL
+        if request.attach:
+            # Without IFF_TUN_EXCL a missing name would be created (with CAP_NET_ADMIN).
+            try:
+                socket.if_nametoindex(request.name or "")
+            except OSError as err:
+                raise OSError(_errno.ENODEV, f"cannot attach to {request.describe()}: "
+                                            "no such device") from err
+        ifr = struct.pack("16sH22x", name, request.flags | excl)
         try:
             ifr = fcntl.ioctl(fd, TUNSETIFF, ifr)
         except OSError as err:
-            raise _context(err, f"create {request.describe()}") from err
+            verb = "attach to" if request.attach else "create"
+            raise _context(err, f"{verb} {request.describe()}") from err
+        if request.attach:
+            return fd
         ifname = ifr[:16].split(b"\0", 1)[0].decode()
         if request.persist:
             fcntl.ioctl(fd, TUNSETPERSIST, 1)

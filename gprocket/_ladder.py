@@ -10,19 +10,21 @@ HelperError (the helper misbehaved) also stops it: that is a fault to fix,
 not a missing privilege.
 
 Namespaced requests (``namespace="lab"``): the helper enters
-/run/netns/NAME itself. In-process, only a caller holding CAP_SYS_ADMIN
-(root) can do it, and does it on a fresh native thread (a one-thread gevent
-ThreadPool) that calls setns(2), opens the descriptor and returns to its own
-namespace before exiting: the namespace switch is per thread, so the hub
-thread and its greenlets never leave their namespace. The capabilities rung
-does not enter namespaces (CAP_SYS_ADMIN is far more than the request needs).
+/run/netns/NAME itself, once at start (``--netns NAME``; one broker per
+namespace). In-process, only a caller holding CAP_SYS_ADMIN (root) can do
+it, and does it on a fresh native thread (a one-thread gevent ThreadPool)
+that calls setns(2), opens the descriptor and returns to its own namespace
+before exiting: the namespace switch is per thread, so the hub thread and
+its greenlets never leave their namespace. The capabilities rung does not
+enter namespaces (CAP_SYS_ADMIN is far more than the request needs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from gevent.threadpool import ThreadPool
@@ -39,6 +41,7 @@ from ._caps import (
     raised,
     read_sets,
 )
+from ._environ import trusted_getenv
 from ._errors import Attempt, PolicyDenied, PrivilegeError, RungRefused, RungUnavailable
 from ._helper import INSTALL_FIX, PACKAGED, check_runnable, locate, one_shot, sudo_path
 from ._kernel import PERMISSION_ERRNOS, needed_caps, open_request
@@ -52,6 +55,7 @@ __all__ = [
     "PlainStrategy",
     "Strategy",
     "SudoStrategy",
+    "Tally",
     "resolve",
     "run",
 ]
@@ -79,7 +83,14 @@ def _setns(fd: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
-def _enter_and_run(namespace: str, work: Callable[[], T]) -> T:
+@contextlib.contextmanager
+def thread_in_namespace(namespace: str) -> Iterator[None]:
+    """Run this thread inside /run/netns/NAMESPACE for the block, then back.
+
+    Needs CAP_SYS_ADMIN. The switch is per thread: use it on a thread of
+    your own (``in_namespace``), or around a block that never yields to
+    other greenlets (tests/support/lab.py). Sockets made inside stay there.
+    """
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
@@ -93,11 +104,24 @@ def _enter_and_run(namespace: str, work: Callable[[], T]) -> T:
         finally:
             os.close(target)
         try:
-            return work()
+            yield
         finally:
             _setns(home)
     finally:
         os.close(home)
+
+
+def _enter_and_run(namespace: str, work: Callable[[], T]) -> T:
+    done: list[T] = []
+    try:
+        with thread_in_namespace(namespace):
+            done.append(work())
+    except BaseException:
+        # work() gave a descriptor but the way home failed: nobody will receive it
+        if done and isinstance(done[0], int):
+            os.close(done[0])
+        raise
+    return done[0]
 
 
 def in_namespace(namespace: str, work: Callable[[], T]) -> T:
@@ -123,6 +147,9 @@ class PlainStrategy:
     """
 
     name = "plain"
+    # Runs the namespaced open on a fresh native thread; gprocket.aio swaps
+    # in its own, which does not need a gevent hub.
+    in_namespace = staticmethod(in_namespace)
 
     def acquire(self, request: Request) -> int:
         """Open in this process with the privilege it already has in force."""
@@ -140,7 +167,7 @@ class PlainStrategy:
                     f"entering namespace {request.namespace!r} needs CAP_SYS_ADMIN"
                 )
             try:
-                return in_namespace(request.namespace, lambda: open_request(request))
+                return self.in_namespace(request.namespace, lambda: open_request(request))
             except OSError as err:
                 if err.errno in PERMISSION_ERRNOS:
                     raise _refused(err) from err
@@ -199,7 +226,7 @@ class BrokerStrategy:
 
     def acquire(self, request: Request) -> int:
         """Ask this process's broker (started on first use)."""
-        return get_broker(locate(self.helper)).request(request)
+        return get_broker(locate(self.helper), request.namespace).request(request)
 
 
 class HelperStrategy:
@@ -263,10 +290,10 @@ StrategySpec = str | Strategy
 
 def _names(spec: str | Sequence[StrategySpec] | None) -> tuple[tuple[StrategySpec, ...], bool]:
     if spec is None:
-        env = os.environ.get("GPROCKET_STRATEGIES", "").strip()
-        if not env:
+        env = trusted_getenv("GPROCKET_STRATEGIES")
+        if env is None:
             return DEFAULT_ORDER, True
-        spec = env
+        spec = env.strip()
     if isinstance(spec, str):
         parts = [part.strip() for part in spec.split(",")]
         if spec.strip() and not all(parts):
@@ -283,7 +310,8 @@ def resolve(
 ) -> list[Strategy]:
     """The strategy objects for ``strategies`` (names, objects, or a comma list).
 
-    None means GPROCKET_STRATEGIES, else the default order. Raises
+    None means GPROCKET_STRATEGIES (ignored in a privileged process: see
+    _environ), else the default order. Raises
     ValueError for an unknown name.
     """
     specs, default = _names(strategies)
@@ -346,6 +374,39 @@ def _best_fix(fixes: list[tuple[int, str]]) -> str:
     return min(fixes, key=lambda item: item[0])[1] if fixes else INSTALL_FIX
 
 
+class Tally:
+    """What a walk of the ladder learnt: each failed attempt and the fixes named.
+
+    Shared by this (gevent) walk and gprocket.aio's, so both explain a
+    failure the same way.
+    """
+
+    def __init__(self) -> None:
+        self.attempts: list[Attempt] = []
+        self.fixes: list[tuple[int, str]] = []
+
+    def failed(self, rung: str, err: BaseException) -> bool:
+        """Record ``err`` from rung ``rung``; False when it must stop the walk instead."""
+        if isinstance(err, (RungUnavailable, RungRefused)):
+            code = err.errno if isinstance(err, RungRefused) else None
+            self.attempts.append(Attempt(rung, err.reason, code))
+            if err.fix:
+                self.fixes.append((_priority(rung, err.fix), err.fix))
+        elif isinstance(err, PolicyDenied):
+            reason = err.detail if err.detail.startswith("policy") else f"policy: {err.detail}"
+            self.attempts.append(Attempt(rung, reason, err.errno))
+            self.fixes.append((0, POLICY_FIX))
+        elif isinstance(err, OSError) and err.errno in PERMISSION_ERRNOS:
+            self.attempts.append(Attempt(rung, str(err.strerror), err.errno))
+        else:
+            return False
+        return True
+
+    def error(self, request: Request) -> PrivilegeError:
+        """The PrivilegeError listing every attempt, with the most specific fix."""
+        return PrivilegeError(request.describe(), tuple(self.attempts), _best_fix(self.fixes))
+
+
 def run(
     request: Request,
     strategies: str | Sequence[StrategySpec] | None = None,
@@ -357,24 +418,13 @@ def run(
     could serve, OSError for a kernel error no rung would change, and
     HelperError when the helper misbehaved.
     """
-    attempts: list[Attempt] = []
-    fixes: list[tuple[int, str]] = []
+    tally = Tally()
     for strategy in resolve(strategies, helper):
         try:
             fd = strategy.acquire(request)
-        except (RungUnavailable, RungRefused) as err:
-            code = err.errno if isinstance(err, RungRefused) else None
-            attempts.append(Attempt(strategy.name, err.reason, code))
-            if err.fix:
-                fixes.append((_priority(strategy.name, err.fix), err.fix))
-        except PolicyDenied as err:
-            reason = err.detail if err.detail.startswith("policy") else f"policy: {err.detail}"
-            attempts.append(Attempt(strategy.name, reason, err.errno))
-            fixes.append((0, POLICY_FIX))
-        except OSError as err:
-            if err.errno not in PERMISSION_ERRNOS:
+        except (RungUnavailable, RungRefused, PolicyDenied, OSError) as err:
+            if not tally.failed(strategy.name, err):
                 raise
-            attempts.append(Attempt(strategy.name, str(err.strerror), err.errno))
         else:
-            return fd, strategy.name, tuple(attempts)
-    raise PrivilegeError(request.describe(), tuple(attempts), _best_fix(fixes))
+            return fd, strategy.name, tuple(tally.attempts)
+    raise tally.error(request)

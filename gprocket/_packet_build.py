@@ -1,6 +1,6 @@
 """cffi API-mode build of the packet layer's hot loops (``gprocket._packet_speed``).
 
-setup.py builds every ``gprocket/_*_build.py`` that defines ``ffibuilder``.
+setup.py lists this builder (CFFI_MODULES).
 In a development tree, build in place with::
 
     python -m gprocket._packet_build    # in a checkout, for tests run from the tree

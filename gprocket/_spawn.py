@@ -24,7 +24,7 @@ import gevent.socket
 from gevent.monkey import get_original
 from gevent.socket import wait_read
 
-__all__ = ["Child", "spawn"]
+__all__ = ["Child", "spawn", "start"]
 
 
 
@@ -69,9 +69,13 @@ class Child:
             # which happens at channel EOF; never block the hub on it.
             if not self.reaping:
                 self.reaping = True
-                gevent.spawn(self._reap_later)
+                self._reap_in_background()
             return
         self._reap()
+
+    def _reap_in_background(self) -> None:
+        """Reap a child we may not signal once it leaves (gprocket.aio: a task)."""
+        gevent.spawn(self._reap_later)
 
     def _reap_later(self) -> None:
         if self.pidfd < 0:
@@ -131,8 +135,15 @@ class Child:
         self.kill()
 
 
-def spawn(argv: Sequence[str], env: dict[str, str] | None = None) -> Child:
-    """Start ``argv`` with the channel on its stdin; raises OSError if it cannot start."""
+def start(argv: Sequence[str], env: dict[str, str] | None = None
+          ) -> tuple[int, int, _stdsocket.socket, int]:
+    """Start ``argv`` with a channel on its stdin, without a fork and without waiting.
+
+    Returns (pid, pidfd, our end of the channel as a blocking stdlib socket,
+    the non-blocking read end of its stderr). The event-loop fronts (gevent
+    here, asyncio in gprocket.aio) wrap the channel and watch the pidfd their
+    own way. Raises OSError if it cannot start; nothing is left open then.
+    """
     ours, theirs = _stdsocket.socketpair(
         _stdsocket.AF_UNIX, _stdsocket.SOCK_SEQPACKET | _stdsocket.SOCK_CLOEXEC
     )
@@ -159,6 +170,12 @@ def spawn(argv: Sequence[str], env: dict[str, str] | None = None) -> Child:
     finally:
         theirs.close()
         os.close(err_write)
+    return pid, pidfd, ours, err_read
+
+
+def spawn(argv: Sequence[str], env: dict[str, str] | None = None) -> Child:
+    """Start ``argv`` with the channel on its stdin; raises OSError if it cannot start."""
+    pid, pidfd, ours, err_read = start(argv, env)
     channel = gevent.socket.socket(
         _stdsocket.AF_UNIX, _stdsocket.SOCK_SEQPACKET, 0, fileno=ours.detach()
     )

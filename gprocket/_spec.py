@@ -11,7 +11,9 @@ import dataclasses
 import ipaddress
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 __all__ = [
     "DEFAULT_BACKLOG",
@@ -19,6 +21,7 @@ __all__ = [
     "DeviceRequest",
     "IPAddress",
     "Request",
+    "SocketOptions",
     "SocketRequest",
     "TunRequest",
 ]
@@ -126,23 +129,108 @@ def _check_ip(value: object) -> IPAddress | None:
         raise ValueError(f"ip {value!r} is not an IPv4 or IPv6 address") from None
 
 
+def _dual_capable(address: IPAddress | None) -> bool:
+    """Whether an IPv6 socket bound to ``address`` can stay dual-stack.
+
+    Linux forces IPV6_V6ONLY on when bind() gets any other address
+    (net/ipv6/af_inet6.c, __inet6_bind): only the wildcard and the
+    IPv4-mapped addresses leave it as the program set it.
+    """
+    if address is None:
+        return True
+    return isinstance(address, ipaddress.IPv6Address) and (
+        address.is_unspecified or address.ipv4_mapped is not None)
+
+
 def _check_bool(what: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{what} must be a bool, not {type(value).__name__}")
     return value
 
 
+class SocketOptions(TypedDict, total=False):
+    """The options of a socket, all optional: the keywords of ``SocketRequest``,
+    ``open``, ``open_fd`` and ``gprocket.aio``'s ``open`` and ``open_fd``.
+
+    Defined once here; those signatures take them as
+    ``**options: Unpack[SocketOptions]``, so mypy and editors check each by
+    name and type. What each means, and its default:
+
+    - ``family``: "inet", "inet6", "packet", "unspec" (a dual-stack IPv6
+      socket bound to ``::``) or an AF_* number; default inet6 for an IPv6
+      ``ip`` or an icmp6 ``protocol``, else inet.
+    - ``type``: "stream", "dgram", "raw", "seqpacket" or a number; default
+      the one ``protocol`` implies (tcp stream, udp dgram, others raw),
+      stream when neither is given.
+    - ``protocol``: "tcp", "udp", "icmp", "icmp6", "sctp", "raw", "ip" or a
+      number; default the type's own (tcp, udp). For family "packet", the
+      ethertype as an int (default 0x0003, ETH_P_ALL).
+    - ``ip``: the address to bind (str or ipaddress object); default the
+      family's wildcard.
+    - ``scope_id``: the IPv6 scope (interface index) of ``ip``; default 0.
+    - ``interface``: bind to this device (SO_BINDTODEVICE; for packet
+      sockets, the interface to capture on); default none.
+    - ``backlog``: the listen backlog of a stream or seqpacket socket
+      (returned listening); default 128.
+    - ``namespace``: open it in this network namespace (a name under
+      /run/netns); default the caller's.
+    - ``reuseaddr``: SO_REUSEADDR; default on for stream sockets.
+    - ``reuseport``: SO_REUSEPORT; default off.
+    """
+
+    family: str | int | None
+    type: str | int | None
+    protocol: str | int | None
+    ip: str | IPAddress | None
+    scope_id: int
+    interface: str | None
+    backlog: int | None
+    namespace: str | None
+    reuseaddr: bool | None
+    reuseport: bool
+
+
+def _check_options(options: Mapping[str, object], where: str) -> None:
+    """Refuse a name that is not an option, as Python would an unknown keyword."""
+    for name in options:
+        if name not in SocketOptions.__optional_keys__:
+            known = ", ".join(SocketOptions.__annotations__)
+            raise TypeError(
+                f"{where}() got an unexpected keyword argument {name!r} "
+                f"(the socket options are {known})"
+            )
+
+
+def socket_request(port: int, options: SocketOptions, where: str) -> SocketRequest:
+    """``SocketRequest(port, **options)`` for a function ``where`` that takes the options.
+
+    Checks the names first, so that ``where`` refuses ``dualstack`` (an option
+    of SocketRequest only) and a misspelt name as Python would its own keyword.
+    """
+    _check_options(options, where)
+    return SocketRequest(port, **options)
+
+
 @dataclass(frozen=True, init=False)
 class SocketRequest:
     """A socket to open, with every option checked and turned into numbers.
 
-    ``family`` is AF_INET, AF_INET6 or AF_PACKET; ``"unspec"`` means a
-    dual-stack IPv6 socket (IPV6_V6ONLY off, bound to ``::``). ``type`` and
+    ``family`` is AF_INET, AF_INET6 or AF_PACKET; ``"unspec"`` means
+    "what the address can serve", as the kernel decides it: with no ip (or
+    ``::``, or an IPv4-mapped ``::ffff:a.b.c.d``) a dual-stack IPv6 socket
+    (IPV6_V6ONLY off); with a specific IPv6 address an IPv6-only socket (the
+    kernel makes any socket bound to one IPv6-only); with an IPv4 address an
+    inet socket. ``dualstack=True`` asks for IPV6_V6ONLY off explicitly and is
+    refused for a specific non-mapped IPv6 address, which the kernel would
+    make IPv6-only anyway; an IPv4-mapped address is always dual-stack (the
+    kernel refuses to bind one IPv6-only). ``type`` and
     ``protocol`` are numbers; for stream and datagram sockets a protocol of 0
     becomes the one the kernel would pick (tcp, udp) so the descriptor can be
     checked against it. For family ``packet`` the protocol is the ethertype
     in host order. Stream sockets are returned listening with ``backlog``
-    (default 128). Raises ValueError or TypeError naming the bad option.
+    (default 128). The keywords are those of SocketOptions (each described
+    there) and ``dualstack`` (IPV6_V6ONLY off on an inet6 socket). Raises ValueError
+    or TypeError naming the bad option.
     """
 
     port: int
@@ -159,30 +247,26 @@ class SocketRequest:
     dualstack: bool
 
     def __init__(
-        self,
-        port: int = 0,
-        *,
-        family: str | int | None = None,
-        type: str | int | None = None,
-        protocol: str | int | None = None,
-        ip: str | IPAddress | None = None,
-        scope_id: int = 0,
-        interface: str | None = None,
-        backlog: int | None = None,
-        namespace: str | None = None,
-        reuseaddr: bool | None = None,
-        reuseport: bool = False,
-        dualstack: bool = False,
+        self, port: int = 0, *, dualstack: bool = False, **options: Unpack[SocketOptions]
     ) -> None:
+        _check_options(options, "SocketRequest")
+        family = options.get("family")
+        type = options.get("type")
+        protocol = options.get("protocol")
+        backlog = options.get("backlog")
+        reuseaddr = options.get("reuseaddr")
         port = _check_int("port", port)
         if not 0 <= port <= 65535:
             raise ValueError(f"port {port} is out of range 0..65535")
-        address = _check_ip(ip)
+        address = _check_ip(options.get("ip"))
         dual = _check_bool("dualstack", dualstack)
 
         if (isinstance(family, str) and family.lower() == "unspec") or family == socket.AF_UNSPEC:
-            fam: int = socket.AF_INET6
-            dual = True
+            if address is not None and address.version == 4:
+                fam: int = socket.AF_INET
+            else:
+                fam = socket.AF_INET6
+                dual = dual or _dual_capable(address)
         elif family is None:
             fam = self._infer_family(address, protocol)
         else:
@@ -193,6 +277,15 @@ class SocketRequest:
                 )
         if dual and fam != socket.AF_INET6:
             raise ValueError("dualstack applies to IPv6 sockets only (family 'inet6' or 'unspec')")
+        if fam == socket.AF_INET6 and address is not None:
+            if dual and not _dual_capable(address):
+                raise ValueError(
+                    f"dualstack needs the wildcard '::' or an IPv4-mapped address, not {address}: "
+                    "the kernel makes a socket bound to a specific IPv6 address IPv6-only "
+                    "(leave dualstack off, or use family 'unspec')"
+                )
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                dual = True  # the kernel binds v4-mapped addresses only with IPV6_V6ONLY off
 
         if fam == socket.AF_PACKET:
             typ, proto = self._packet_type_protocol(type, protocol)
@@ -207,7 +300,7 @@ class SocketRequest:
             if typ == socket.SOCK_RAW and port:
                 raise ValueError("raw sockets have no port: use port 0")
 
-        scope = _check_int("scope_id", scope_id)
+        scope = _check_int("scope_id", options.get("scope_id", 0))
         if scope and fam != socket.AF_INET6:
             raise ValueError("scope_id applies to IPv6 addresses only")
         if not 0 <= scope <= 0xFFFFFFFF:
@@ -236,11 +329,12 @@ class SocketRequest:
         object.__setattr__(self, "protocol", proto)
         object.__setattr__(self, "ip", address)
         object.__setattr__(self, "scope_id", scope)
-        object.__setattr__(self, "interface", _check_interface(interface))
+        object.__setattr__(self, "interface", _check_interface(options.get("interface")))
         object.__setattr__(self, "backlog", blog)
-        object.__setattr__(self, "namespace", _check_namespace(namespace))
+        object.__setattr__(self, "namespace", _check_namespace(options.get("namespace")))
         object.__setattr__(self, "reuseaddr", reuse)
-        object.__setattr__(self, "reuseport", _check_bool("reuseport", reuseport))
+        reuseport = _check_bool("reuseport", options.get("reuseport", False))
+        object.__setattr__(self, "reuseport", reuseport)
         object.__setattr__(self, "dualstack", dual)
 
     @staticmethod
@@ -359,12 +453,14 @@ class SocketRequest:
 
 @dataclass(frozen=True, init=False)
 class TunRequest:
-    """A TUN or TAP device to create.
+    """A TUN or TAP device to create, or (``attach``) an existing one to attach to.
 
     ``mode`` is "tun" (IP packets) or "tap" (Ethernet frames); ``name`` is
     the interface name, or None for the kernel's choice (tun0, tap0, ...).
     ``packet_info`` keeps the 4-byte header (IFF_NO_PI when False).
-    ``addr4``/``addr6`` are interfaces ("10.0.0.1/24"). Raises ValueError or
+    ``addr4``/``addr6`` are interfaces ("10.0.0.1/24"). ``attach`` opens a
+    queue of the existing device ``name`` (the caller's own: the helper checks
+    its owner and group) and configures nothing. Raises ValueError or
     TypeError naming the bad option.
     """
 
@@ -378,6 +474,7 @@ class TunRequest:
     addr4: ipaddress.IPv4Interface | None
     addr6: ipaddress.IPv6Interface | None
     namespace: str | None
+    attach: bool
 
     def __init__(  # noqa: PLR0917 - the contract allows positional options
         self,
@@ -391,11 +488,19 @@ class TunRequest:
         addr4: str | ipaddress.IPv4Interface | None = None,
         addr6: str | ipaddress.IPv6Interface | None = None,
         namespace: str | None = None,
+        attach: bool = False,
     ) -> None:
         if name is not None:
             if not isinstance(name, str):
                 raise TypeError(f"name must be a str, not {type(name).__name__}")
             _check_name("tun name", name, IFNAMSIZ - 1)
+        if _check_bool("attach", attach):
+            if name is None:
+                raise ValueError("attach needs the name of the existing device")
+            if persist or up or mtu or addr4 is not None or addr6 is not None:
+                raise ValueError(
+                    "attach configures nothing: persist, up, mtu and addresses are for a new device"
+                )
         if mode not in ("tun", "tap"):
             raise ValueError(f"mode {mode!r} must be 'tun' or 'tap'")
         mtu = _check_int("mtu", mtu)
@@ -413,6 +518,7 @@ class TunRequest:
         object.__setattr__(self, "addr4", v4)
         object.__setattr__(self, "addr6", v6)
         object.__setattr__(self, "namespace", _check_namespace(namespace))
+        object.__setattr__(self, "attach", attach)
 
     @property
     def flags(self) -> int:
@@ -426,7 +532,8 @@ class TunRequest:
 
     def describe(self) -> str:
         """A short human description used in error messages."""
-        return f"{self.mode.upper()} device {self.name or '(kernel-named)'}"
+        what = f"{self.mode.upper()} device {self.name or '(kernel-named)'}"
+        return f"existing {what}" if self.attach else what
 
 
 def _check_iface(

@@ -55,6 +55,7 @@ _ALL_FLAGS = FLAG_DUALSTACK | FLAG_REUSEADDR | FLAG_REUSEPORT | FLAG_FREEBIND
 
 TUN_PERSIST = 1 << 0
 TUN_UP = 1 << 1
+TUN_ATTACH = 1 << 2
 
 # magic version size id op flags family type protocol port reserved0 address
 # scope_id backlog ifname netns device tun_flags mtu tun_options tun_addr4
@@ -175,6 +176,8 @@ def to_wire(request: Request, request_id: int) -> WireRequest:
         )
     if isinstance(request, TunRequest):
         options = (TUN_PERSIST if request.persist else 0) | (TUN_UP if request.up else 0)
+        if request.attach:
+            options |= TUN_ATTACH
         return WireRequest(
             id=request_id,
             op=Op.TUN,

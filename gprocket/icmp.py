@@ -202,20 +202,40 @@ def traceroute(address: str, max_hops: int = 30, count: int = 3,  # noqa: PLR091
     the first one where the target answered (or a router reported it
     unreachable) are dropped. Arguments and errors as in ping().
     """
-    if not isinstance(address, str):
-        raise TypeError(f"address must be a str, not {type(address).__name__}")
-    if isinstance(max_hops, bool) or not isinstance(max_hops, int) or not 1 <= max_hops <= 255:
-        raise ValueError(f"max_hops must be 1..255, not {max_hops!r}")
-    job = _job(count, 0.0, timeout, size, None, source, interface, family, socket_kind,
-               strategies, helper, None, None)
+    job = _trace_job(address, max_hops, count, timeout, size, source, interface, family,
+                     socket_kind, strategies, helper)
     ((plan, isock),) = _prepare([address], job)
-    first = plan.states[0]
-    states = [_State(ttl - 1, first.name, first.address, first.sockaddr, count, ttl)
-              for ttl in range(1, max_hops + 1)]
+    states = _trace_states(plan, count, max_hops)
     try:
         _Engine(isock, job.options, lambda state: None).run(states)
     finally:
         isock.close()
+    return _trace(plan, states, isock)
+
+
+def _trace_job(address: str, max_hops: int, count: int, timeout: float,  # noqa: PLR0917
+               size: int, source: str | None, interface: str | None,
+               family: int | str | None, socket_kind: SocketKind,
+               strategies: str | Sequence[str] | None, helper: str | None) -> _Job:
+    """traceroute()'s arguments, validated (shared with gprocket.aio)."""
+    if not isinstance(address, str):
+        raise TypeError(f"address must be a str, not {type(address).__name__}")
+    if isinstance(max_hops, bool) or not isinstance(max_hops, int) or not 1 <= max_hops <= 255:
+        raise ValueError(f"max_hops must be 1..255, not {max_hops!r}")
+    return _job(count, 0.0, timeout, size, None, source, interface, family, socket_kind,
+                strategies, helper, None, None)
+
+
+def _trace_states(plan: _Plan, count: int, max_hops: int) -> list[_State]:
+    """One target per hop: the same address with TTL 1..max_hops."""
+    first = plan.states[0]
+    return [_State(ttl - 1, first.name, first.address, first.sockaddr, count, ttl)
+            for ttl in range(1, max_hops + 1)]
+
+
+def _trace(plan: _Plan, states: list[_State], isock: IcmpSocket) -> Trace:
+    """The Trace from the probed hops (those past the end dropped)."""
+    first = plan.states[0]
     exceeded = (wire.ICMP_TIME_EXCEEDED if plan.family == socket.AF_INET
                 else wire.ICMP6_TIME_EXCEEDED)
     hops: list[Hop] = []

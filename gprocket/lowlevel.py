@@ -25,10 +25,12 @@ import socket
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
 from gevent.socket import wait_read, wait_write
 
+from gprocket._fdio import nonblocking_call
 from gprocket._packet_ffi import ffi, libc
 
 __all__ = [
@@ -440,17 +442,13 @@ def _wait(fd: int, for_write: bool, timeout: float | None) -> None:
                                                          f"descriptor {fd} not ready"))
 
 
-def _cooperative(fd: int, for_write: bool, timeout: float | None, op: Callable[[], T]) -> T:
-    """Run a non-blocking ``op``; on EAGAIN park this greenlet until ``fd`` is ready."""
-    blocking = os.get_blocking(fd)
-    if blocking:
-        # A blocking descriptor would stall the hub inside op(): wait first.
+def _cooperative(fd: int, for_write: bool, timeout: float | None, call: Callable[..., T],
+                 *args: Any) -> T:
+    """Run a non-blocking ``call(*args)``; on EAGAIN park this greenlet until ``fd`` is ready."""
+    if os.get_blocking(fd):
+        # A blocking descriptor would stall the hub inside the call: wait first.
         _wait(fd, for_write, timeout)
-    while True:
-        try:
-            return op()
-        except (BlockingIOError, InterruptedError):
-            _wait(fd, for_write, timeout)
+    return nonblocking_call(partial(_wait, fd, for_write), timeout, call, *args)
 
 
 class Cmsg(NamedTuple):
@@ -492,7 +490,7 @@ def recvmsg(sock: FileLike, bufsize: int = 65536, ancbufsize: int = 0, flags: in
 
     def op(s: socket.socket) -> Message:
         data, anc, mflags, addr = _cooperative(
-            fd, False, timeout, lambda: s.recvmsg(bufsize, ancbufsize, flags | socket.MSG_DONTWAIT))
+            fd, False, timeout, s.recvmsg, bufsize, ancbufsize, flags | socket.MSG_DONTWAIT)
         return Message(data, tuple(Cmsg(*c) for c in anc), mflags,
                        _from_python_address(s.family, addr))
 
@@ -513,12 +511,10 @@ def sendmsg(sock: FileLike, buffers: Sequence[bytes | bytearray | memoryview],
     anc = [(int(level), int(kind), bytes(data)) for level, kind, data in ancillary]
 
     def op(s: socket.socket) -> int:
-        def send() -> int:
-            if address is None:
-                return s.sendmsg(buffers, anc, flags | socket.MSG_DONTWAIT)
-            return s.sendmsg(buffers, anc, flags | socket.MSG_DONTWAIT,
-                             _to_python_address(s, address))
-        return _cooperative(fd, True, timeout, send)
+        args: tuple[Any, ...] = (buffers, anc, flags | socket.MSG_DONTWAIT)
+        if address is not None:
+            args += (_to_python_address(s, address),)
+        return _cooperative(fd, True, timeout, s.sendmsg, *args)
 
     return _with_socket(fd, op)
 
@@ -526,28 +522,28 @@ def sendmsg(sock: FileLike, buffers: Sequence[bytes | bytearray | memoryview],
 def read(fd: FileLike, size: int, timeout: float | None = None) -> bytes:
     """Read up to ``size`` bytes from any descriptor cooperatively."""
     n = fileno(fd)
-    return _cooperative(n, False, timeout, lambda: os.read(n, size))
+    return _cooperative(n, False, timeout, os.read, n, size)
 
 
 def write(fd: FileLike, data: bytes | bytearray | memoryview,
           timeout: float | None = None) -> int:
     """Write ``data`` to any descriptor cooperatively; returns bytes written."""
     n = fileno(fd)
-    return _cooperative(n, True, timeout, lambda: os.write(n, data))
+    return _cooperative(n, True, timeout, os.write, n, data)
 
 
 def readv(fd: FileLike, buffers: Sequence[bytearray | memoryview],
           timeout: float | None = None) -> int:
     """Scatter-read into ``buffers`` (filled in order); returns bytes read."""
     n = fileno(fd)
-    return _cooperative(n, False, timeout, lambda: os.readv(n, buffers))
+    return _cooperative(n, False, timeout, os.readv, n, buffers)
 
 
 def writev(fd: FileLike, buffers: Sequence[bytes | bytearray | memoryview],
            timeout: float | None = None) -> int:
     """Gather-write ``buffers`` in one call; returns bytes written."""
     n = fileno(fd)
-    return _cooperative(n, True, timeout, lambda: os.writev(n, buffers))
+    return _cooperative(n, True, timeout, os.writev, n, buffers)
 
 
 # ---------------------------------------------------------------- ioctl

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import errno
 import fcntl
 import ipaddress
@@ -36,9 +37,11 @@ from typing import Any
 import gevent.monkey
 import gevent.socket
 
-from ._api import acquire
+from ._api import acquire_in_thread
+from ._environ import trusted_getenv
 from ._errors import PrivilegeError
 from ._ladder import DEFAULT_ORDER
+from ._socket import disown
 from ._spec import SocketRequest
 from .servers import needs_privilege
 
@@ -173,9 +176,10 @@ def _strategies() -> tuple[str, ...] | None:
     child would outlive its use, and the broker's reader greenlet lives in
     the hub of the thread that started it, so another native thread waiting
     on it would never be answered. A one-shot helper per call has neither
-    problem. GPROCKET_STRATEGIES, when set, is used as given.
+    problem. GPROCKET_STRATEGIES, when set (and honoured: see _environ), is
+    used as given.
     """
-    if os.environ.get("GPROCKET_STRATEGIES", "").strip():
+    if trusted_getenv("GPROCKET_STRATEGIES") is not None:
         return None
     return tuple("helper" if name == "broker" else name for name in DEFAULT_ORDER)
 
@@ -184,9 +188,27 @@ def _acquire_fd(request: SocketRequest, denied: PermissionError) -> int:
     """The descriptor from the ladder; its failure is raised from the original denial."""
     try:
         with _ladder_call():
-            return acquire(request, strategies=_strategies()).fd
+            # Programs call from any native thread: leave none with a stray hub.
+            return acquire_in_thread(request, strategies=_strategies()).fd
     except PrivilegeError as failure:
         raise failure from denied
+
+
+def _acquire_bind_fd(request: SocketRequest, denied: PermissionError) -> int:
+    """The bound descriptor; a datagram socket refused its reuse flags is bound without them.
+
+    The helper sets SO_REUSEADDR/SO_REUSEPORT on a datagram socket only under
+    a ``reuse`` grant (docs/POLICY.md: with them it would take the datagrams
+    of another user's socket on the port). A program that set them, as
+    gevent's DatagramServer does, still gets its port, alone on it.
+    """
+    try:
+        return _acquire_fd(request, denied)
+    except PrivilegeError:
+        shared = request.reuseaddr or request.reuseport
+        if not shared or request.type in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
+            raise
+    return _acquire_fd(dataclasses.replace(request, reuseaddr=False, reuseport=False), denied)
 
 
 def _make_bind(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -201,7 +223,7 @@ def _make_bind(original: Callable[..., Any]) -> Callable[..., Any]:
             request = _bind_request(self, address)
             if request is None:
                 raise
-            fd = _acquire_fd(request, err)
+            fd = _acquire_bind_fd(request, err)
             _replace_descriptor(self, fd)
             return None
 
@@ -226,6 +248,7 @@ def _make_init(original: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 original(self, family, type & ~_TYPE_FLAGS, proto, fd)
             except BaseException:
+                disown(self, fd)
                 os.close(fd)
                 raise
             if type & socket.SOCK_NONBLOCK:
@@ -276,18 +299,27 @@ def _bind_request(sock: Any, address: Any) -> SocketRequest | None:
     sock_type = int(sock.type) & ~_TYPE_FLAGS
     device = sock.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, _IFNAMSIZ)
     is_v6 = family == socket.AF_INET6
+    ip = _numeric_host(host, port, family, sock_type)
+    # IPV6_V6ONLY left at 0 means dual-stack only where the kernel keeps it
+    # so: on the wildcard and v4-mapped addresses. bind() to any other IPv6
+    # address turns it on, so the request must ask for what the kernel gives.
+    mapped = is_v6 and ip is not None and ipaddress.IPv6Address(ip).ipv4_mapped is not None
+    v6only = is_v6 and bool(_option(sock, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
+    if v6only and mapped:
+        return None  # the kernel binds no v4-mapped address IPv6-only (EINVAL)
+    dual = is_v6 and not v6only and (ip is None or mapped)
     try:
         return SocketRequest(
             port, family=family, type=sock_type,
             protocol=_option(sock, socket.SOL_SOCKET, socket.SO_PROTOCOL),
-            ip=_numeric_host(host, port, family, sock_type),
+            ip=ip,
             scope_id=int(address[3]) if is_v6 and len(address) >= 4 else 0,
             interface=device.split(b"\0", 1)[0].decode() or None,
             # Bound, not listening: the program calls listen() itself.
             backlog=0 if sock_type in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET) else None,
             reuseaddr=bool(_option(sock, socket.SOL_SOCKET, socket.SO_REUSEADDR)),
             reuseport=bool(_option(sock, socket.SOL_SOCKET, socket.SO_REUSEPORT)),
-            dualstack=is_v6 and not _option(sock, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY),
+            dualstack=dual,
         )
     except (ValueError, TypeError):
         return None  # a protocol gprocket does not serve (MPTCP, ...): EACCES stands
@@ -308,21 +340,24 @@ def _numeric_host(host: Any, port: int, family: int, sock_type: int) -> str | No
 
 
 def _replace_descriptor(sock: Any, fd: int) -> None:
-    """dup2 `fd` over `sock`'s descriptor, keeping what the program set on it."""
-    target = sock.fileno()
-    flags = fcntl.fcntl(target, fcntl.F_GETFL)
-    inheritable = os.get_inheritable(target)
-    family = int(sock.family)
-    kept: list[tuple[int, int, int, bool]] = []
-    for level, option, halve in _COPIED_OPTIONS:
-        if (level == socket.IPPROTO_IP and family != socket.AF_INET) or \
-                (level == socket.IPPROTO_IPV6 and family != socket.AF_INET6):
-            continue
-        try:
-            kept.append((level, option, _option(sock, level, option), halve))
-        except OSError:
-            continue  # not meaningful for this socket type (TCP_NODELAY on UDP)
+    """dup2 `fd` over `sock`'s descriptor, keeping what the program set on it.
+
+    `fd` is closed on every path, exactly once (the socket keeps the copy).
+    """
     try:
+        target = sock.fileno()
+        flags = fcntl.fcntl(target, fcntl.F_GETFL)
+        inheritable = os.get_inheritable(target)
+        family = int(sock.family)
+        kept: list[tuple[int, int, int, bool]] = []
+        for level, option, halve in _COPIED_OPTIONS:
+            if (level == socket.IPPROTO_IP and family != socket.AF_INET) or \
+                    (level == socket.IPPROTO_IPV6 and family != socket.AF_INET6):
+                continue
+            try:
+                kept.append((level, option, _option(sock, level, option), halve))
+            except OSError:
+                continue  # not meaningful for this socket type (TCP_NODELAY on UDP)
         # Atomically closes the program's unbound socket and puts the bound
         # one at the same number, so its object (and gevent's watchers,
         # keyed by number and not yet started before bind) stay valid.

@@ -12,8 +12,10 @@ device 10:200 attached to an interface of the requested kind), and the
 device's name is read back from the descriptor (TUNGETIFF), not taken from
 anybody's word.
 
-``open_device()`` is procket's ``dev/1`` made safe: only names on an
-allowlist (``net/tun``), never a path.
+``attach()`` opens another queue of an existing device the caller owns, through
+the same ladder (the helper checks the owner). ``open_device()`` is procket's
+``dev/1`` made safe: only names on an allowlist (``net/tun``), never a path; a
+raw ``/dev/net/tun`` descriptor attaches to every ownerless device (POLICY.md).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from ._api import HelperPath, Strategies, acquire
+from ._api import Acquired, HelperPath, Strategies, acquire
 from ._errors import GprocketError
 from ._fdio import FdIO
 from ._spec import DEVICE_ALLOWLIST, DeviceRequest, TunRequest
@@ -113,6 +115,9 @@ class TunTapDevice:
     idempotent; a non-persistent device disappears with its last queue.
     """
 
+    # The descriptor's I/O; gprocket.aio's device swaps in one without a gevent hub.
+    _io_type: type[FdIO] = FdIO
+
     def __init__(self, fd: int, *, packet_info: bool, rung: str = "unknown",
                  namespace: str | None = None, mtu: int | None = None, own: bool = True) -> None:
         """Wrap *fd*, after checking it is an attached TUN/TAP descriptor.
@@ -142,7 +147,7 @@ class TunTapDevice:
         self.mtu: int = mtu if mtu is not None else _query_mtu(name, namespace)
         overhead = _TAP_OVERHEAD if self.mode == "tap" else 0
         self.bufsize: int = self.mtu + overhead + (_PI.size if self.packet_info else 0)
-        self._io = FdIO(fd, own=own)
+        self._io = self._io_type(fd, own=own)
 
     @property
     def closed(self) -> bool:
@@ -301,10 +306,17 @@ def open(
         name=name, mode=mode, packet_info=packet_info, multiqueue=multiqueue, persist=persist,
         up=up, mtu=0 if mtu is None else mtu, addr4=address, addr6=address6, namespace=namespace,
     )
-    acquired = acquire(request, strategies=strategies, helper=helper)
+    return device_for(request, acquire(request, strategies=strategies, helper=helper))
+
+
+def device_for(request: TunRequest, acquired: Acquired,
+               kind: type[TunTapDevice] | None = None) -> TunTapDevice:
+    """The device object (a ``kind``) for ``acquired``, checked against ``request``;
+    the descriptor is closed when that fails."""
     try:
-        device = TunTapDevice(acquired.fd, packet_info=packet_info, rung=acquired.rung,
-                              namespace=namespace, mtu=mtu)
+        device = (kind or TunTapDevice)(
+            acquired.fd, packet_info=request.packet_info, rung=acquired.rung,
+            namespace=request.namespace, mtu=request.mtu or None)
         _check_matches(device, request)
     except BaseException:
         os.close(acquired.fd)
@@ -363,26 +375,30 @@ def attach(
     *,
     packet_info: bool = False,
     multiqueue: bool = False,
+    namespace: str | None = None,
     strategies: Strategies = None,
     helper: HelperPath = None,
 ) -> TunTapDevice:
     """Attach to an existing device you own (a persistent device, or another queue).
 
-    Opens /dev/net/tun through :func:`open_device` and attaches without
-    privilege: the kernel allows it only to the device's owner or group (or
-    with CAP_NET_ADMIN). Raises ValueError for a bad name or mode, OSError(EPERM)
-    for somebody else's device, OSError(EINVAL) when the kind or flags differ.
+    Goes through the ladder like :func:`open`: in this process the kernel
+    decides (the device's owner or group, or CAP_NET_ADMIN); the helper
+    attaches only to a device whose owner is the caller or whose group is one
+    of the caller's, never to an ownerless one (docs/POLICY.md), and only to a
+    name a ``tun`` rule grants. Nothing is configured. Raises ValueError for a
+    bad name or mode; gprocket.PrivilegeError when no rung may attach (the
+    attempts say why: EPERM for somebody else's or an ownerless device);
+    OSError(ENODEV) when there is no such device, OSError(EINVAL) when the
+    kind or queue mode differ.
     """
-    spec = TunRequest(name=name, mode=mode, packet_info=packet_info, multiqueue=multiqueue)
-    clone = open_device("net/tun", strategies=strategies, helper=helper)
+    request = TunRequest(name=name, mode=mode, packet_info=packet_info, multiqueue=multiqueue,
+                         namespace=namespace, attach=True)
+    acquired = acquire(request, strategies=strategies, helper=helper)
     try:
-        fd = clone.fileno()
-        try:
-            fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(name.encode(), spec.flags))
-        except OSError as err:
-            what = f"{mode} device {name!r}"
-            raise OSError(err.errno, f"cannot attach to {what}: {err.strerror}") from err
-        device = TunTapDevice(os.dup(fd), packet_info=packet_info, rung=clone.rung)
-    finally:
-        clone.close()
+        device = TunTapDevice(acquired.fd, packet_info=packet_info, rung=acquired.rung,
+                              namespace=namespace)
+        _check_matches(device, request)
+    except BaseException:
+        os.close(acquired.fd)
+        raise
     return device

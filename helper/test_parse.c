@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "gp.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,7 +117,7 @@ static void test_policies(void)
 	static const struct { const char *text; int broken, nrules; } cases[] = {
 		{ "", 0, 0 },
 		{ "# only a comment\n\n   \t\n", 0, 0 },
-		{ gp_default_policy, 0, 2 },
+		{ gp_default_policy, 0, 1 },
 		{ "allow * bind tcp 80", 0, 1 },
 		{ "allow * bind tcp,udp,sctp 1-1023 # comment", 0, 1 },
 		{ "allow\t*\tbind\tudp\t53\t192.0.2.10\r\n", 0, 1 },
@@ -145,7 +146,29 @@ static void test_policies(void)
 		{ "allow user:1001 packet", 0, 1 },
 		{ "allow user:4294967295 packet", 1, 0 },
 		{ "allow user: packet", 1, 0 },
-		{ "allow group:lab tun vpn* persist", 0, 1 },
+		{ "allow group:lab tun vpn* persist", 1, 0 },
+		{ "allow group:lab tun vpn* net 10.9.0.0/24,fd00:9::/64 mtu 1280-9000", 0, 1 },
+		{ "allow * tun gp* mtu 1500 net 10.0.0.0/8", 0, 1 },
+		{ "allow * tun gp* net 0.0.0.0/0", 0, 1 },
+		{ "allow * tun gp* net 10.9.0.1/24", 1, 0 },
+		{ "allow * tun gp* net 10.9.0.0", 1, 0 },
+		{ "allow * tun gp* net 10.9.0.0/33", 1, 0 },
+		{ "allow * tun gp* net fd00::/129", 1, 0 },
+		{ "allow * tun gp* net ,", 1, 0 },
+		{ "allow * tun gp* net 1.0.0.0/8,2.0.0.0/8,3.0.0.0/8,4.0.0.0/8,5.0.0.0/8,"
+		  "6.0.0.0/8,7.0.0.0/8,8.0.0.0/8", 0, 1 },
+		{ "allow * tun gp* net 1.0.0.0/8,2.0.0.0/8,3.0.0.0/8,4.0.0.0/8,5.0.0.0/8,"
+		  "6.0.0.0/8,7.0.0.0/8,8.0.0.0/8,9.0.0.0/8", 1, 0 },
+		{ "allow * tun gp* net 10.0.0.0/8 net 11.0.0.0/8", 1, 0 },
+		{ "allow * tun gp* mtu 67-1500", 1, 0 },
+		{ "allow * tun gp* mtu 1500-1400", 1, 0 },
+		{ "allow * tun gp* mtu 1500 mtu 1500", 1, 0 },
+		{ "allow * tun gp* mtu", 1, 0 },
+		{ "allow * tun gp* net", 1, 0 },
+		{ "allow * bind udp 53 reuse", 0, 1 },
+		{ "allow * bind udp 53 127.0.0.1 reuse", 0, 1 },
+		{ "allow * bind udp 53 127.0.0.1 reuse reuse", 1, 0 },
+		{ "allow * bind udp 53 reuse 127.0.0.1", 1, 0 },
 		{ "allow group:wheel packet", 0, 1 },
 		{ "allow group:alice packet", 1, 0 },
 		{ "allow * tun *", 0, 1 },
@@ -199,7 +222,10 @@ static void test_policies(void)
 	CHECK(p->broken, "over 64 KiB");
 	/* Round trip: the formatted rules parse back to the same rules. */
 	parse_policy("allow group:500 bind tcp,udp 53 192.0.2.0/24\nallow user:7 raw 1,58\n"
-	             "allow * raw any\nallow * tun vpn* persist\nallow * netns lab\n", p);
+	             "allow * raw any\nallow * tun vpn* net 10.0.0.0/8,fd00::/8 mtu 1280-1500\n"
+	             "allow * netns lab\nallow * bind udp 53-54 ::1 reuse\nallow * tun x\n"
+	             "allow * device net/tun\nallow * packet\nallow * tun * mtu 1400\n", p);
+	CHECK(!p->broken && p->nrules == 10, "round trip policy: %s", p->why);
 	struct gp_policy *q = calloc(1, sizeof *q);
 	buf[0] = '\0';
 	static char text[8192];
@@ -217,6 +243,88 @@ static void test_policies(void)
 	free(p);
 }
 
+static struct gp_req tun_req(const char *name, const char *a4, int p4, const char *a6, int p6,
+                             uint32_t mtu)
+{
+	struct gp_req t = { .op = OP_TUN, .tun_flags = TF_TUN, .mtu = mtu, .prefix4 = (uint8_t)p4,
+	                    .prefix6 = (uint8_t)p6 };
+	memcpy(t.ifname, name, strlen(name) + 1);
+	if (a4) CHECK(inet_pton(AF_INET, a4, t.addr4) == 1, "%s", a4);
+	if (a6) CHECK(inet_pton(AF_INET6, a6, t.addr6) == 1, "%s", a6);
+	return t;
+}
+
+/* Finding 1: an address (so its connected route) and an MTU only inside what a rule names. */
+static void test_tun_config(const struct gp_policy *p, const struct gp_ident *alice,
+                            const struct gp_ident *bob)
+{
+	struct gp_status st;
+	struct gp_req t;
+	CHECK(authz(p, bob, tun_req("gp1", "128.0.0.1", 1, NULL, 0, 0)) == EPERM, "bob hijack v4");
+	CHECK(authz(p, bob, tun_req("gp0", NULL, 0, "2000::1", 3, 0)) == EPERM, "bob hijack v6");
+	CHECK(authz(p, bob, tun_req("gp0", "10.9.0.1", 24, NULL, 0, 0)) == EPERM, "bob: no net");
+	CHECK(authz(p, bob, tun_req("gp0", NULL, 0, NULL, 0, 1400)) == EPERM, "bob: no mtu");
+	CHECK(authz(p, alice, tun_req("vpn0", "10.9.0.1", 24, "fd00:9::1", 64, 1400)) == 0, "inside");
+	CHECK(authz(p, alice, tun_req("vpn0", "10.9.0.77", 32, "fd00:9::5", 128, 0)) == 0, "narrower");
+	CHECK(authz(p, alice, tun_req("vpn0", "10.9.0.1", 23, NULL, 0, 0)) == EPERM, "wider v4");
+	CHECK(authz(p, alice, tun_req("vpn0", "10.9.1.1", 24, NULL, 0, 0)) == EPERM, "outside v4");
+	CHECK(authz(p, alice, tun_req("vpn0", NULL, 0, "fd00:9::1", 63, 0)) == EPERM, "wider v6");
+	CHECK(authz(p, alice, tun_req("vpn0", NULL, 0, "fd00:8::1", 64, 0)) == EPERM, "outside v6");
+	CHECK(authz(p, alice, tun_req("vpn0", "128.0.0.1", 1, NULL, 0, 0)) == EPERM, "hijack v4");
+	CHECK(authz(p, alice, tun_req("vpn0", NULL, 0, NULL, 0, 1279)) == EPERM, "mtu below");
+	CHECK(authz(p, alice, tun_req("vpn0", NULL, 0, NULL, 0, 9001)) == EPERM, "mtu above");
+	CHECK(authz(p, alice, tun_req("vpn0", NULL, 0, NULL, 0, 9000)) == 0, "mtu top");
+	t = tun_req("vpn0", "128.0.0.1", 1, NULL, 0, 0);
+	CHECK(gp_authorize(p, alice, &t, &st) == EPERM && strstr(st.detail, "128.0.0.1/1"),
+	      "the detail names the address: %s", st.detail);
+	t = tun_req("", "10.9.0.1", 24, NULL, 0, 0);
+	CHECK(!gp_authorize(p, alice, &t, &st) && !strcmp(t.ifname, "vpn%d"), "empty name -> %s",
+	      t.ifname);
+	t = tun_req("", "10.9.0.1", 24, NULL, 0, 0);
+	CHECK(gp_authorize(p, bob, &t, &st) == EPERM, "bob: no rule names an address");
+	/* Attach: a name the rules grant; configuration was refused by the parser. */
+	t = tun_req("gp7", NULL, 0, NULL, 0, 0);
+	t.tun_options = T_ATTACH;
+	CHECK(authz(p, bob, t) == 0, "bob attach gp7");
+	memcpy(t.ifname, "eth0", 5);
+	CHECK(authz(p, bob, t) == EPERM, "bob attach eth0");
+}
+
+/* Finding 5: SO_REUSEADDR/SO_REUSEPORT on a datagram or raw socket only with `reuse`. */
+static void test_reuse(void)
+{
+	static const char lo[4] = { 127, 0, 0, 1 }, other[4] = { 127, 0, 0, 2 };
+	static const struct {
+		int type, proto, port;
+		const char *addr;
+		uint16_t flags;
+		int want;
+		const char *what;
+	} cases[] = {
+		{ 2, 17, 80, lo, 0, 0, "udp 80" },
+		{ 2, 17, 80, lo, F_REUSEADDR, EPERM, "udp 80 reuseaddr" },
+		{ 2, 17, 80, lo, F_REUSEPORT, EPERM, "udp 80 reuseport" },
+		{ 1, 6, 80, lo, F_REUSEADDR | F_REUSEPORT, 0, "tcp 80 reuse: no listener is shared" },
+		{ 2, 17, 53, lo, F_REUSEADDR, 0, "udp 53 reuse granted" },
+		{ 2, 17, 53, other, F_REUSEADDR, EPERM, "udp 53 reuse at another address" },
+		{ 2, 17, 8080, NULL, F_REUSEADDR, EPERM, "udp 8080 reuse: no rule names it" },
+		{ 3, 1, 0, NULL, F_REUSEADDR, EPERM, "raw icmp reuse" },
+		{ 2, 1, 0, NULL, F_REUSEPORT, EPERM, "ping socket reuse" },
+	};
+	struct gp_policy *p = calloc(1, sizeof *p);
+	const struct gp_ident bob = { 1003, 1003, 0, { 0 } };
+	if (!p) return;
+	parse_policy("allow * bind udp,tcp 80\nallow * bind udp 53 127.0.0.1 reuse\n"
+	             "allow * raw icmp\n", p);
+	CHECK(!p->broken, "reuse policy: %s", p->why);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct gp_req r = sock(2, cases[i].type, cases[i].proto, cases[i].port, cases[i].addr);
+		r.flags = cases[i].flags;
+		CHECK(authz(p, &bob, r) == cases[i].want, "%s", cases[i].what);
+	}
+	free(p);
+}
+
 static void test_authorize(void)
 {
 	struct gp_policy *p = calloc(1, sizeof *p);
@@ -224,7 +332,7 @@ static void test_authorize(void)
 		return;
 	const char in4[4] = { (char)192, 0, 2, 7 }, out4[4] = { (char)192, 0, 3, 1 };
 	const struct gp_ident alice = { 1001, 1001, 1, { 500 } }, bob = { 1003, 1003, 0, { 0 } };
-	parse_policy("allow user:alice packet\nallow group:lab tun vpn* persist\n"
+	parse_policy("allow user:alice packet\nallow group:lab tun vpn* net 10.9.0.0/24,fd00:9::/64 mtu 1280-9000\n"
 	             "allow * bind udp 53 192.0.2.0/24\nallow group:500 netns lab\n"
 	             "allow * device net/tun\nallow * tun gp*\nallow user:alice raw 6\n", p);
 	CHECK(!p->broken, "policy: %s", p->why);
@@ -244,9 +352,10 @@ static void test_authorize(void)
 	CHECK(authz(p, &alice, t) == 0, "alice tun vpn3 persist");
 	CHECK(authz(p, &bob, t) == EPERM, "bob tun vpn3");
 	memcpy(t.ifname, "gp1", 4);
-	CHECK(authz(p, &bob, t) == EPERM, "bob tun gp1 persist");
+	CHECK(authz(p, &bob, t) == 0, "bob tun gp1 persist: the holder could set it anyway");
 	t.tun_options = 0;
 	CHECK(authz(p, &bob, t) == 0, "bob tun gp1");
+	test_tun_config(p, &alice, &bob);
 	memset(t.ifname, 0, sizeof t.ifname);
 	struct gp_status st;
 	CHECK(!gp_authorize(p, &bob, &t, &st) && !strcmp(t.ifname, "gp%d"), "bob empty name -> %s", t.ifname);
@@ -258,6 +367,15 @@ static void test_authorize(void)
 	CHECK(authz(p, &bob, n) == EPERM, "bob netns lab");
 	memcpy(n.netns, "lab2", 5);
 	CHECK(authz(p, &alice, n) == EPERM, "alice netns lab2");
+	/* --netns NAME: the same name rules as the field, the same grant. */
+	CHECK(gp_authorize_netns(p, &alice, "lab", &st) == 0, "alice --netns lab");
+	CHECK(gp_authorize_netns(p, &bob, "lab", &st) == EPERM && st.stage == ST_POLICY, "bob --netns");
+	CHECK(gp_authorize_netns(p, &alice, "lab2", &st) == EPERM, "alice --netns lab2");
+	static const char *const bad_ns[] = { "", ".", "..", "../lab", "/run/netns/lab", "-lab",
+	                                      "la b", "lab\xff", "0123456789abcdef0123456789abcdef" };
+	for (size_t i = 0; i < sizeof bad_ns / sizeof bad_ns[0]; i++)
+		CHECK(gp_authorize_netns(p, &alice, bad_ns[i], &st) == EINVAL && st.stage == ST_PARSE,
+		      "--netns '%s' refused as a bad name", bad_ns[i]);
 	struct gp_req d = { .op = OP_DEVICE };
 	memcpy(d.device, "net/tun", 8);
 	CHECK(authz(p, &bob, d) == 0, "device net/tun");
@@ -305,6 +423,7 @@ int main(int argc, char **argv)
 	CHECK(n >= 25, "only %d vectors", n);
 	test_policies();
 	test_authorize();
+	test_reuse();
 	test_reply();
 	free(defaults);
 	printf("test_parse: %d vectors, %d checks, %d failures\n", n, checks, failures);

@@ -43,9 +43,16 @@ fi
 make -s -C "$here/helper"
 # A real (non-editable) install: the checkout may sit under /root, which other
 # users cannot read, while the venv's site-packages is readable by everyone.
+# setuptools copies into build/lib.* and never deletes there: a module moved
+# out of the package would still be installed from a stale copy.
+rm -rf "$here"/build/lib.*
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
     --no-build-isolation --force-reinstall "$here" >/dev/null
-chmod -R a+rX "$(dirname "$venv")"
+# Only the venv (and its parent, to reach it): a recursive chmod of the parent
+# would also reach what is installed beside it, e.g. the tests' group-only
+# helpers under /opt/gprocket/t (0750 would become 0755).
+chmod a+rx "$(dirname "$venv")"
+chmod -R a+rX "$venv"
 
 # Check up front what every privileged test relies on.
 if ! setpriv --reuid=nobody --regid=nogroup --clear-groups -- \

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import shutil
 import struct
 import subprocess
@@ -16,7 +15,11 @@ from support import privileged as priv
 
 from capsetup import SetupError
 from capsetup.__main__ import main
-from capsetup._filecaps import (
+from capsetup._layout import Layout, Manifest
+from capsetup.pinggroup import conf_file, merged_range, render_conf
+from capsetup.sudoers import render_sudoers
+from capsetup.systemd import parse_listen, render_units
+from gprocket._filecaps import (
     FileCaps,
     cap_mask,
     decode_xattr,
@@ -24,17 +27,15 @@ from capsetup._filecaps import (
     packaged_file_caps,
     parse_caps,
 )
-from capsetup._fs import mount_of, parse_mountinfo, path_problems
-from capsetup._layout import Layout, Manifest
-from capsetup.policy import (
+from gprocket._install_checks import mount_of, parse_mountinfo, path_problems
+from gprocket._policy import (
     DEFAULT_POLICY,
     Caller,
     PolicyError,
     grants,
     parse_policy,
+    rule_warning,
 )
-from capsetup.sudoers import render_sudoers
-from capsetup.systemd import parse_listen, render_units
 
 # ---- capabilities -------------------------------------------------------------
 
@@ -77,14 +78,6 @@ def test_decode_revision_3_keeps_rootid() -> None:
         decode_xattr(struct.pack("<IIIII", 0x07000000, 0, 0, 0, 0))
 
 
-def test_getcap_reads_what_we_encode(tmp_path: Path) -> None:
-    if shutil.which("getcap") is None or os.geteuid() != 0:
-        pytest.skip("writing security.capability needs root and libcap2-bin")
-    target = tmp_path / "f"
-    target.write_bytes(b"")
-    os.setxattr(target, "security.capability", encode_xattr(parse_caps("cap_net_raw,cap_setgid+p")))
-    out = subprocess.run(["getcap", str(target)], capture_output=True, text=True, check=True)
-    assert out.stdout.split()[1] == "cap_setgid,cap_net_raw=p"
 
 
 def test_cap_mask_accepts_short_names() -> None:
@@ -130,10 +123,53 @@ def test_path_problems_flag_tmp() -> None:
 
 
 def test_default_policy_parses_to_the_documented_defaults() -> None:
+    # No raw socket by default: its holder could send any packet from any source.
     rules = parse_policy(DEFAULT_POLICY)
-    assert [(r.subject, r.verb) for r in rules] == [("*", "bind"), ("*", "raw")]
+    assert [(r.subject, r.verb) for r in rules] == [("*", "bind")]
     assert rules[0].ports == (1, 1023) and rules[0].protos == frozenset({"any"})
-    assert rules[1].raw_protos == frozenset({1, 58})
+
+
+def test_the_helper_and_the_library_share_the_defaults() -> None:
+    source = (priv.REPO / "helper" / "gp.c").read_text()
+    assert 'const char gp_default_policy[] = "allow * bind any 1-1023\\n";' in source
+
+
+def test_strong_rules_say_what_their_holder_can_do() -> None:
+    raw, packet, bind = parse_policy("allow * raw icmp\nallow group:0 packet\n"
+                                     "allow * bind tcp 80\n")  # fmt: skip
+    assert rule_warning(raw) == (
+        "line 1: allow * raw icmp: may send any IP packet with any source address")
+    assert rule_warning(packet) is not None and "any frame" in rule_warning(packet)
+    assert rule_warning(bind) is None
+
+
+# ---- ping group --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("current", "gid", "wanted"),
+    [
+        ((1, 0), 990, (990, 990)),  # closed: just the group
+        ((100, 200), 150, None),  # already covered: nothing to do
+        ((100, 200), 990, (100, 990)),  # never narrowed: the smallest cover of both
+        ((1000, 2000), 990, (990, 2000)),
+        ((0, 2147483647), 990, None),
+    ],
+)
+def test_ping_range_is_widened_never_narrowed(
+    current: tuple[int, int], gid: int, wanted: tuple[int, int] | None
+) -> None:
+    assert merged_range(current, gid) == wanted
+
+
+def test_ping_conf_names_and_text() -> None:
+    assert conf_file(Layout.of("/usr/local"), Path("/etc/sysctl.d")) == Path(
+        "/etc/sysctl.d/60-gprocket-ping.conf")
+    other = conf_file(Layout.of("/opt/x"), Path("/etc/sysctl.d"))
+    assert other.name.startswith("60-gprocket-ping-") and other.suffix == ".conf"
+    text = render_conf((990, 990), "gprocket", 990, (1, 0))
+    assert text.splitlines()[-1] == "net.ipv4.ping_group_range = 990 990"
+    assert "restores" in text and "1 0" in text
 
 
 @pytest.mark.parametrize(
@@ -152,6 +188,12 @@ def test_default_policy_parses_to_the_documented_defaults() -> None:
         ("allow user:no-such-user-xyz packet\n", 1, "unknown user"),
         ("allow * frobnicate\n", 1, "unknown verb"),
         ("allow * bind tcp 80 " + "x" * 250 + "\n", 1, "longer than 255"),
+        ("allow * tun gp* persist\n", 1, "persist removed"),
+        ("allow * tun gp* net 10.9.0.1/24\n", 1, "host bits zero"),
+        ("allow * tun gp* net 10.9.0.0\n", 1, "want ADDR/LEN"),
+        ("allow * tun gp* mtu 67-1500\n", 1, "mtu range '67-1500' outside 68..65535"),
+        ("allow * tun gp* net 10.0.0.0/8 net 11.0.0.0/8\n", 1, "want: allow SUBJECT tun"),
+        ("allow * bind udp 53 reuse 127.0.0.1\n", 1, "want: allow SUBJECT bind"),
     ],
 )
 def test_policy_errors_name_the_line(text: str, line: int, words: str) -> None:
@@ -180,6 +222,15 @@ def test_grants_follow_the_helper_rules() -> None:
     assert not grants(rules, bob, "tun", name="vpn0")
     assert grants(rules, alice, "netns", name="lab") and not grants(rules, bob, "netns", name="lab")
     assert rules[0].network == ipaddress.ip_network("192.0.2.10/32")
+
+
+def test_tun_networks_mtu_and_bind_reuse_are_read() -> None:
+    tun, bind = parse_policy("allow * tun gp* mtu 1500 net 10.9.0.0/24,fd00:9::/64\n"
+                             "allow * bind udp 53 127.0.0.1 reuse\n")
+    assert tun.nets == (ipaddress.ip_network("10.9.0.0/24"), ipaddress.ip_network("fd00:9::/64"))
+    assert tun.mtu == (1500, 1500)
+    assert (bind.reuse, bind.network) == (True, ipaddress.ip_network("127.0.0.1/32"))
+    assert parse_policy("allow * tun gp*\n")[0].nets == ()
 
 
 # ---- sudoers, systemd, layout --------------------------------------------------------

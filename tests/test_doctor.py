@@ -10,8 +10,8 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from capsetup.policy import DEFAULT_RULES, parse_policy
-from gprocket._doctor import KINDS, Facts, HelperFacts, SudoFacts, diagnose
+from gprocket._doctor import KINDS, Facts, HelperFacts, SudoFacts, diagnose, notes
+from gprocket._policy import DEFAULT_RULES, parse_policy
 
 ALL_CAPS = (1 << 41) - 1
 NET_BIND, NET_ADMIN, NET_RAW, SYS_ADMIN = 1 << 10, 1 << 12, 1 << 13, 1 << 21
@@ -127,10 +127,42 @@ def test_missing_prctl_blocks_the_capabilities_rung() -> None:
 def test_helper_with_caps_serves_what_the_default_policy_grants() -> None:
     result = served(facts(helper=helper()))
     assert result["tcp-low"] == result["udp-low"] == "broker"
-    assert result["icmp-raw"] == result["icmp6-raw"] == "broker"
+    # The defaults grant no raw socket (issue 12, finding 2): ICMP echo is a ping socket.
+    assert result["icmp-raw"] is None and result["icmp6-raw"] is None
     assert result["packet"] is None and result["tun"] is None and result["netns"] is None
     packet_fix = by_kind(facts(helper=helper()), "packet").fix
     assert packet_fix == f"add 'allow user:alice packet' to {POLICY}"
+    assert by_kind(facts(helper=helper()), "icmp-raw").fix == (
+        f"add 'allow user:alice raw icmp' to {POLICY}")
+    assert served(facts(helper=helper(), ping_range=(1000, 1000)))["icmp-ping"] == "plain"
+
+
+def test_helper_in_a_directory_others_can_write_serves_nothing() -> None:
+    # Issue 12, finding 8: what the helper answers, not "ok broker".
+    why = "a directory above it is not root-only: /tmp is writable by others (mode 1777)"
+    f = facts(helper=helper(policy_rules=(), policy_refused=why))
+    assert all(serves is None for kind, serves in served(f).items() if kind != "icmp-ping")
+    broker = next(v for v in by_kind(f, "udp-low").verdicts if v.rung == "broker")
+    assert broker.reason == f"the helper denies everything: {why}"
+    assert broker.fix is not None and "capsetup install" in broker.fix
+
+
+def test_notes_show_ping_group_strong_rules_and_ignored_variables() -> None:
+    rules = parse_policy("allow * bind any 1-1023\nallow group:1000 raw icmp\n"
+                         "allow group:7 packet\n")  # fmt: skip
+    f = facts(helper=helper(policy_rules=rules), ping_range=(995, 995),
+              ignored_env=("GPROCKET_HELPER='/x' ignored because it runs with effective uid 0: "
+                           "pass helper= explicitly",))  # fmt: skip
+    said = notes(f)
+    assert said[0].startswith("GPROCKET_HELPER='/x' ignored because")
+    assert "net.ipv4.ping_group_range is 995 995: covers none of your groups" in said
+    assert "the helper's group gprocket (gid 995) is in ping_group_range" in said
+    assert (f"policy {POLICY} line 2: allow group:1000 raw icmp: may send any IP packet with "
+            "any source address") in said  # fmt: skip
+    assert not any("allow group:7 packet" in line for line in said)  # group 7 is not alice's
+    closed = notes(facts(helper=helper()))
+    assert "net.ipv4.ping_group_range is 1 0: ICMP echo sockets are closed to every group" in closed
+    assert any("gid 995) is NOT in ping_group_range" in line for line in closed)
 
 
 def test_setuid_helper_is_limited_by_the_bounding_set() -> None:
@@ -179,7 +211,7 @@ def test_refused_policy_denies_everything() -> None:
 
 
 def test_tun_and_netns_follow_their_policy_lines() -> None:
-    rules = parse_policy("allow user:1000 tun gp* persist\nallow group:1000 netns lab\n")
+    rules = parse_policy("allow user:1000 tun gp*\nallow group:1000 netns lab\n")
     f = facts(helper=helper(policy_rules=rules))
     result = served(f)
     assert result["tun"] == result["netns"] == "broker"

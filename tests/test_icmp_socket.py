@@ -6,7 +6,9 @@ the helper) is shown by an unprivileged user in tests/privileged/test_ping_*.py.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import socket
 import sys
 
@@ -52,3 +54,42 @@ def test_icmp4_filter_drops_every_type_but_the_passing_ones() -> None:
     assert mask & (1 << 8)  # echo requests (ours, seen on loopback) are dropped
     with pytest.raises(ValueError, match=r"0\.\.31"):
         isock.icmp4_filter({128})
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError as err:
+        if err.errno == errno.EBADF:
+            return False
+        raise
+    return True
+
+
+def test_raw_descriptor_is_closed_when_wrapping_it_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Any real socket will do as the rung's descriptor: no privilege needed.
+    given = socket.socket(socket.AF_INET, socket.SOCK_DGRAM).detach()
+
+    class Handing:
+        name = "handing"
+
+        def acquire(self, request: object) -> int:
+            return given
+
+    class Interrupted(socket.socket):
+        # Ctrl-C (or MemoryError) arriving while the descriptor is wrapped.
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(socket, "socket", Interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            isock.open_icmp_socket("inet", kind="raw",
+                                   strategies=[Handing()])  # type: ignore[list-item]
+        monkeypatch.undo()
+        assert not _is_open(given), f"descriptor {given} leaked"
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(given)

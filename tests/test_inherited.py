@@ -19,7 +19,7 @@ import pytest
 from support import privileged as priv
 
 from gprocket._errors import RungUnavailable
-from gprocket._inherited import InheritedStrategy, take_listen_fds
+from gprocket._inherited import InheritedSocket, InheritedStrategy, _mismatch, take_listen_fds
 from gprocket._spec import SocketRequest, TunRequest
 
 PRELUDE = textwrap.dedent("""
@@ -74,6 +74,18 @@ def test_takes_sockets_skips_the_pipe_and_unsets_the_environment() -> None:
     assert got["env"] == []
 
 
+def test_probing_a_passed_pipe_leaves_no_descriptor_behind() -> None:
+    got = run_scenario("""
+        from gprocket._inherited import take_listen_fds
+        before = sorted(os.listdir("/proc/self/fd"))
+        found = take_listen_fds()
+        print(json.dumps({"found": len(found), "before": before,
+                          "after": sorted(os.listdir("/proc/self/fd"))}))
+    """)
+    assert got["found"] == 2  # the pipe at fd 5 is probed and skipped
+    assert got["after"] == got["before"]
+
+
 def test_sockets_meant_for_another_pid_are_not_taken() -> None:
     got = run_scenario("""
         from gprocket._inherited import take_listen_fds
@@ -104,12 +116,11 @@ def test_open_matches_by_family_type_address_and_port() -> None:
                 gprocket.open(TCP_PORT, strategies="inherited", **kwargs)
             except PrivilegeError as err:
                 misses.append(err.attempts[0].reason)
-        dual = gprocket.SocketRequest(UDP_PORT, family="inet6", protocol="udp", ip="::1",
-                                      dualstack=True)
-        try:
-            gprocket.acquire(dual, strategies="inherited")
-        except PrivilegeError as err:
-            misses.append(err.attempts[0].reason)
+        try:  # the kernel makes a socket bound to ::1 IPv6-only: refused before any rung
+            gprocket.SocketRequest(UDP_PORT, family="inet6", protocol="udp", ip="::1",
+                                   dualstack=True)
+        except ValueError as err:
+            misses.append(str(err))
         print(json.dumps({
             "rungs": [tcp.rung, udp.rung, again.rung],
             "fds": [tcp.fileno(), udp.fileno(), again.fileno()],
@@ -127,7 +138,15 @@ def test_open_matches_by_family_type_address_and_port() -> None:
     assert "family differs" in got["misses"][1]
     assert "address differs" in got["misses"][2]
     assert "bound device differs" in got["misses"][3]
-    assert "IPv6-only, dual-stack wanted" in got["misses"][4]
+    assert "dualstack needs the wildcard" in got["misses"][4]
+
+
+def test_a_v6only_wildcard_does_not_serve_a_dual_stack_request() -> None:
+    v6only = InheritedSocket(3, "dns", socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_UDP,
+                             "::", 53, None, v6only=True)
+    dual = SocketRequest(53, family="unspec", protocol="udp")
+    assert _mismatch(v6only, dual) == "IPv6-only, dual-stack wanted"
+    assert _mismatch(v6only, SocketRequest(53, family="inet6", protocol="udp")) is None
 
 
 def test_nothing_passed_is_unavailable_with_the_reason() -> None:

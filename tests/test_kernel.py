@@ -1,4 +1,8 @@
-"""In-process socket/TUN creation (plain and capabilities rungs), as root."""
+"""In-process socket creation (the plain rung's code) on what any user may open.
+
+What needs root (interface binding, packet sockets, TUN) is in
+tests/privileged/test_kernel_root.py.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,12 @@ import errno
 import os
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from gprocket._caps import CAP_NET_ADMIN, CAP_NET_BIND_SERVICE, CAP_NET_RAW
-from gprocket._kernel import needed_caps, open_socket, open_tun, tun_name
-from gprocket._ladder import in_namespace
+from gprocket._kernel import needed_caps, open_socket
 from gprocket._spec import SocketRequest, TunRequest
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 
 
 def _fds() -> set[str]:
@@ -79,11 +79,6 @@ def test_inet6_without_dualstack_is_v6only(sock_of) -> None:  # type: ignore[no-
     assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
 
 
-def test_interface_binding_and_packet_socket(sock_of) -> None:  # type: ignore[no-untyped-def]
-    sock = sock_of(SocketRequest(0, protocol="udp", interface="lo"))
-    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16).rstrip(b"\0") == b"lo"
-    packet = sock_of(SocketRequest(family="packet", protocol=0x0003, interface="lo"))
-    assert packet.getsockname()[:2] == ("lo", 3)
 
 
 @pytest.mark.parametrize(
@@ -91,7 +86,6 @@ def test_interface_binding_and_packet_socket(sock_of) -> None:  # type: ignore[n
     [
         (SocketRequest(0, protocol="udp", ip="192.0.2.77"), errno.EADDRNOTAVAIL),
         (SocketRequest(0, protocol="udp", interface="gpnosuch0"), errno.ENODEV),
-        (SocketRequest(family="packet", interface="gpnosuch0"), errno.ENODEV),
     ],
 )
 def test_failures_keep_errno_and_close_the_descriptor(req: SocketRequest, err: int) -> None:
@@ -131,15 +125,3 @@ def test_needed_caps(req: SocketRequest, caps: tuple[int, ...]) -> None:
     assert needed_caps(req) == caps
 
 
-def test_tun_created_configured_inside_a_namespace(netns) -> None:  # type: ignore[no-untyped-def]
-    req = TunRequest("gpcore0", addr4="10.99.0.1/24", addr6="fd00:99::1/64", mtu=1300, up=True)
-    fd = in_namespace(netns.name, lambda: open_tun(req))
-    try:
-        assert tun_name(fd) == "gpcore0"
-        shown = netns.exec(["ip", "addr", "show", "gpcore0"]).stdout
-        assert "mtu 1300" in shown and "10.99.0.1/24" in shown and "fd00:99::1/64" in shown
-        assert ",UP" in shown
-        assert "gpcore0" not in Path("/proc/net/dev").read_text()
-    finally:
-        os.close(fd)
-    assert netns.exec(["ip", "link", "show", "gpcore0"], check=False).returncode != 0

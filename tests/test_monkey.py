@@ -106,6 +106,25 @@ def test_bind_request_reads_the_options_set_before_bind() -> None:
         interface="lo", backlog=0, reuseaddr=True, reuseport=True, dualstack=True)
 
 
+def test_bind_request_asks_dual_stack_only_where_the_kernel_keeps_it() -> None:
+    # http.server --bind ::1, dnslib --address ::1, gunicorn -b [::1]:443 leave
+    # IPV6_V6ONLY at 0; bind() to ::1 makes the kernel set it, and so must the request.
+    def request_for(host: str, v6only: int) -> SocketRequest | None:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+            return monkey._bind_request(sock, (host, 443))
+
+    specific = request_for("::1", 0)
+    assert specific is not None
+    assert (str(specific.ip), specific.dualstack) == ("::1", False)
+    wildcard = request_for("::", 0)
+    assert wildcard is not None and wildcard.dualstack
+    mapped = request_for("::ffff:127.0.0.1", 0)
+    assert mapped is not None and mapped.dualstack
+    # IPv6-only and v4-mapped: the kernel's EINVAL, no ladder request.
+    assert request_for("::ffff:127.0.0.1", 1) is None
+
+
 def test_bind_request_only_for_privileged_ip_ports() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         v4only = monkey._bind_request(sock, ("localhost", 53))

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 import gprocket
-from gprocket._spec import DEFAULT_BACKLOG, DeviceRequest, SocketRequest, TunRequest
+from gprocket._spec import (
+    DEFAULT_BACKLOG,
+    DeviceRequest,
+    SocketOptions,
+    SocketRequest,
+    TunRequest,
+)
 
 
 def test_default_is_a_listening_tcp_socket() -> None:
@@ -52,6 +58,33 @@ def test_unspec_is_dual_stack_ipv6_on_the_wildcard() -> None:
     assert req.family == socket.AF_INET6
     assert req.dualstack is True
     assert req.bind_ip == "::"
+
+
+@pytest.mark.parametrize(
+    ("ip", "family", "dualstack"),
+    [
+        (None, socket.AF_INET6, True),
+        ("::", socket.AF_INET6, True),
+        ("::ffff:127.0.0.1", socket.AF_INET6, True),  # the kernel binds it only dual-stack
+        ("::1", socket.AF_INET6, False),  # the kernel makes it IPv6-only at bind()
+        ("fe80::1", socket.AF_INET6, False),
+        ("127.0.0.1", socket.AF_INET, False),
+        ("0.0.0.0", socket.AF_INET, False),
+    ],
+)
+def test_unspec_with_an_address_is_what_the_kernel_makes_of_it(
+        ip: str | None, family: int, dualstack: bool) -> None:
+    req = SocketRequest(443, family="unspec", ip=ip)
+    assert (req.family, req.dualstack) == (family, dualstack)
+    assert ipaddress.ip_address(req.bind_ip) == ipaddress.ip_address(ip or "::")
+
+
+def test_dualstack_on_a_specific_ipv6_address_is_refused_before_any_rung() -> None:
+    with pytest.raises(ValueError, match=r"dualstack needs the wildcard '::' or an IPv4-mapped"):
+        SocketRequest(443, family="inet6", ip="::1", dualstack=True)
+    assert SocketRequest(443, family="inet6", ip="::", dualstack=True).dualstack
+    # A v4-mapped address is dual-stack whatever was asked: IPv6-only cannot bind it.
+    assert SocketRequest(443, family="inet6", ip="::ffff:10.0.0.1").dualstack
 
 
 def test_ip_accepts_ipaddress_objects_and_keeps_scope() -> None:
@@ -146,6 +179,28 @@ def test_open_rejects_bad_options_before_starting_any_process() -> None:
     assert children.read_text() == before
 
 
+def test_the_options_are_defined_once_and_unknown_ones_refused() -> None:
+    # SocketOptions is every field of a request but the port and SocketRequest's
+    # own dualstack, in the same order: the one list open, open_fd and aio take.
+    fields = [field.name for field in dataclasses.fields(SocketRequest)]
+    options = [name for name in fields if name not in ("port", "dualstack")]
+    assert [*SocketOptions.__annotations__] == options
+    assert SocketOptions.__optional_keys__ == set(SocketOptions.__annotations__)
+    with pytest.raises(TypeError, match=r"SocketRequest\(\) got an unexpected keyword argument "
+                                        "'protcol'"):
+        SocketRequest(53, protcol="udp")  # type: ignore[call-arg]
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+    before = children.read_text()
+    for call, name in ((gprocket.open, "open"), (gprocket.open_fd, "open_fd")):
+        with pytest.raises(TypeError, match=rf"^{name}\(\) got an unexpected keyword argument "
+                                            "'reuse_port'"):
+            call(53, reuse_port=True, strategies=["sudo"])  # type: ignore[call-arg]
+        # dualstack is SocketRequest's alone: open spells it family="unspec".
+        with pytest.raises(TypeError, match="'dualstack'"):
+            call(53, family="inet6", dualstack=True)  # type: ignore[call-arg]
+    assert children.read_text() == before
+
+
 def test_tun_request_flags_and_validation() -> None:
     req = TunRequest("gp0", mode="tap", multiqueue=True, addr4="10.0.0.1/24", mtu=1400)
     assert req.flags == 0x0002 | 0x1000 | 0x0100
@@ -161,6 +216,20 @@ def test_tun_request_flags_and_validation() -> None:
         TunRequest("x" * 16)
     with pytest.raises(ValueError, match="looks like a path"):
         TunRequest("gp0", namespace="/proc/1/ns/net")
+
+
+def test_tun_attach_takes_a_name_and_configures_nothing() -> None:
+    req = TunRequest("gp0", mode="tap", attach=True)
+    assert req.attach is True
+    assert req.describe() == "existing TAP device gp0"
+    with pytest.raises(ValueError, match="attach needs the name"):
+        TunRequest(attach=True)
+    for option in ({"persist": True}, {"up": True}, {"mtu": 1400}, {"addr4": "10.0.0.1/24"},
+                   {"addr6": "fd00::1/64"}):
+        with pytest.raises(ValueError, match="attach configures nothing"):
+            TunRequest("gp0", attach=True, **option)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="attach"):
+        TunRequest("gp0", attach=1)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", ["mem", "../mem", "net/../mem", "/dev/net/tun", "net/tun/"])

@@ -44,9 +44,15 @@ def test_socket_request_layout_field_by_field() -> None:
 
 
 def test_flags_backlog_and_ipv6_address() -> None:
-    req = SocketRequest(443, family="unspec", ip="::1", scope_id=0)
+    req = SocketRequest(443, family="unspec", ip="::ffff:127.0.0.1", scope_id=0)
     fields = decode_request(encode_request(req, 9))
     assert fields.flags == FLAG_DUALSTACK | FLAG_REUSEADDR
+    assert fields.backlog == 128
+    assert fields.address == socket.inet_pton(socket.AF_INET6, "::ffff:127.0.0.1")
+    # A specific IPv6 address: the kernel makes it IPv6-only, so no DUALSTACK.
+    req = SocketRequest(443, family="unspec", ip="::1", scope_id=0)
+    fields = decode_request(encode_request(req, 9))
+    assert fields.flags == FLAG_REUSEADDR
     assert fields.backlog == 128
     assert fields.address == socket.inet_pton(socket.AF_INET6, "::1")
 
@@ -204,6 +210,9 @@ ENCODED = {
     "tun_configured": TunRequest("gptun0", packet_info=True, up=True, addr4="10.9.0.1/24",
                                  addr6="fd00:9::1/64"),
     "device_net_tun": DeviceRequest("net/tun"),
+    "socket_udp_inet_port53_reuseaddr": SocketRequest(53, protocol="udp", reuseaddr=True),
+    "socket_udp_inet_port53_reuseport": SocketRequest(53, protocol="udp", reuseport=True),
+    "tun_attach_named": TunRequest("gp0", attach=True),
 }
 
 # Vectors the helper refuses: the Python spec refuses the same request first.
@@ -241,6 +250,10 @@ REFUSED = {
     "netns_high_byte": lambda: SocketRequest(53, namespace="lab\xff"),
     "tun_mtu_67": lambda: TunRequest(mtu=67),
     "tun_mtu_65536": lambda: TunRequest(mtu=65536),
+    "tun_attach_without_name": lambda: TunRequest(attach=True),
+    "tun_attach_with_address": lambda: TunRequest("gp0", attach=True, addr4="10.9.0.1/24"),
+    "tun_attach_with_up": lambda: TunRequest("gp0", attach=True, up=True),
+    "tun_attach_with_mtu": lambda: TunRequest("gp0", attach=True, mtu=1400),
 }
 
 

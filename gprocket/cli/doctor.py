@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from gprocket._doctor import KINDS, Diagnosis, Facts, diagnose, gather
+from gprocket._doctor import KINDS, Diagnosis, Facts, diagnose, gather, notes
 
 __all__ = ["main"]
 
@@ -20,8 +20,9 @@ def _render(facts: Facts, report: tuple[Diagnosis, ...], verbose: bool) -> str:
         f"helper: {facts.helper.path if facts.helper else 'none found'}; "
         f"ip_unprivileged_port_start={facts.port_start}; "
         f"ping_group_range={facts.ping_range[0]} {facts.ping_range[1]}",
-        "",
     ]
+    lines.extend(f"note: {note}" for note in notes(facts))
+    lines.append("")
     for diagnosis in report:
         served = diagnosis.serves or "NOTHING"
         lines.append(f"{diagnosis.title} [{diagnosis.kind}]: {served}")
@@ -72,6 +73,7 @@ def main(argv: list[str]) -> int:
             "helper": facts.helper.path if facts.helper else None,
             "ip_unprivileged_port_start": facts.port_start,
             "ping_group_range": list(facts.ping_range),
+            "notes": list(notes(facts)),
             "kinds": {d.kind: d.to_dict() for d in report},
         }
         print(json.dumps(document, indent=2))

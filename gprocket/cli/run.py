@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 
+from .._environ import ignored
 from .._runner import Program, UsageError, parse_python_argv, run_program
 
 __all__ = ["main"]
@@ -81,4 +82,6 @@ def main(argv: list[str]) -> int:
         os.environ["GPROCKET_STRATEGIES"] = options.strategies
     if options.helper:
         os.environ["GPROCKET_HELPER"] = options.helper
+    for line in ignored():
+        print(f"gprocket run: {line}", file=sys.stderr)
     return run_program(program, gevent_patch_all=options.gevent)

@@ -10,7 +10,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct gp_policy p;
-	static const char names[] = "allow user:alice packet\nallow group:lab tun vpn*\n";
+	static const char names[] = "allow user:alice packet\nallow group:lab tun vpn* net 10.0.0.0/8\n";
 	static const char pw[] = "alice:x:1001:1001::/:/bin/sh\n", gr[] = "lab:x:500:\n";
 	static const uint8_t seed[GP_REQ_SIZE] = "GPRQ\1\0\xc0\0\0\0\0\0\1\0\0\0\2\0\0\0\2\0\0\0\0\0\0\0\x35";
 	char line[1200];

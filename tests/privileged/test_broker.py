@@ -20,6 +20,9 @@ from support import privileged as priv
 
 pytestmark = pytest.mark.privileged
 
+# These tests use raw ICMP sockets as their descriptor; the defaults grant none.
+RAW_POLICY = "allow * bind any 1-1023\nallow * raw icmp,icmpv6\n"
+
 SYS_RECVMSG = 47  # x86_64; the CI machine
 MSG_DONTWAIT = 0x40
 
@@ -116,7 +119,7 @@ sys.stdin.readline()
 def test_broker_serves_10000_sequential_and_1000_concurrent_without_leaks(
     unpriv_user: priv.User, netns: priv.Netns, installed_helper, mode: str
 ) -> None:  # type: ignore[no-untyped-def]
-    client = Client(unpriv_user, LOAD, netns, installed_helper(mode))
+    client = Client(unpriv_user, LOAD, netns, installed_helper(mode, RAW_POLICY))
     try:
         first = client.read()
         pid = int(first["pid"])  # type: ignore[call-overload]
@@ -173,7 +176,7 @@ def test_dead_broker_fails_in_flight_requests_and_restarts(
     unpriv_user: priv.User, netns: priv.Netns, installed_helper
 ) -> None:  # type: ignore[no-untyped-def]
     out = priv.run_json(unpriv_user, PRELUDE + RESTART, netns=netns,
-                        env={"GPROCKET_HELPER": str(installed_helper("caps"))})
+                        env={"GPROCKET_HELPER": str(installed_helper("caps", RAW_POLICY))})
     assert len(out["errors"]) == 20
     assert all("the broker died with this request in flight" in e for e in out["errors"])
     assert out["second"] not in (None, out["first"])
@@ -210,7 +213,7 @@ def test_forked_child_never_uses_the_parents_broker(
     unpriv_user: priv.User, netns: priv.Netns, installed_helper
 ) -> None:  # type: ignore[no-untyped-def]
     out = priv.run_json(unpriv_user, PRELUDE + FORK, netns=netns,
-                        env={"GPROCKET_HELPER": str(installed_helper("caps"))})
+                        env={"GPROCKET_HELPER": str(installed_helper("caps", RAW_POLICY))})
     assert out["status"] == 0
     assert out["child"]["inherited"] is False
     assert out["child"]["pid"] not in (None, out["parent"])
@@ -227,7 +230,7 @@ sys.stdin.readline()
 def test_client_kill_9_ends_the_broker_within_a_second(
     unpriv_user: priv.User, netns: priv.Netns, installed_helper
 ) -> None:  # type: ignore[no-untyped-def]
-    client = Client(unpriv_user, HOLD, netns, installed_helper("setuid"))
+    client = Client(unpriv_user, HOLD, netns, installed_helper("setuid", RAW_POLICY))
     try:
         pid = int(client.read()["pid"])  # type: ignore[call-overload]
         pidfd = os.pidfd_open(pid)
@@ -267,7 +270,8 @@ def test_broker_polls_briefly_only_with_a_cpu_to_spare_and_then_sleeps(
     and never for long: an idle broker sleeps in a blocking recvmsg."""
     if cpus == "all":
         assert len(os.sched_getaffinity(0)) >= 2, "this test needs a machine with two CPUs"
-    client = Client(unpriv_user, f"CPUS = {cpus!r}\n" + POLL, netns, installed_helper("setuid"))
+    helper = installed_helper("setuid", RAW_POLICY)
+    client = Client(unpriv_user, f"CPUS = {cpus!r}\n" + POLL, netns, helper)
     try:
         first = client.read()
         pid = int(first["pid"])  # type: ignore[call-overload]
@@ -320,7 +324,7 @@ def test_close_and_interpreter_exit_stop_the_broker(
     unpriv_user: priv.User, netns: priv.Netns, installed_helper
 ) -> None:  # type: ignore[no-untyped-def]
     out = priv.run_json(unpriv_user, PRELUDE + CLOSE, netns=netns,
-                        env={"GPROCKET_HELPER": str(installed_helper("caps"))})
+                        env={"GPROCKET_HELPER": str(installed_helper("caps", RAW_POLICY))})
     assert out["second"] not in (None, out["first"]) and out["starts"] == 2
     assert out["gone_after_close"] is True
     # close() lets the broker exit at EOF and reaps it; exit does the same
@@ -357,7 +361,7 @@ def test_pipelined_requests_survive_killed_requesters_and_leak_nothing(
     unpriv_user: priv.User, netns: priv.Netns, installed_helper
 ) -> None:  # type: ignore[no-untyped-def]
     out = priv.run_json(unpriv_user, PRELUDE + PIPELINE, netns=netns,
-                        env={"GPROCKET_HELPER": str(installed_helper("caps"))})
+                        env={"GPROCKET_HELPER": str(installed_helper("caps", RAW_POLICY))})
     assert out["errors"] == []
     assert out["killed"] == 100 and out["ok"] == 200
     assert out["before"] == out["after"] and out["starts"] == 1
@@ -398,7 +402,7 @@ def test_broker_dead_while_idle_is_reaped_and_replaced_transparently(
     unpriv_user: priv.User, netns: priv.Netns, installed_helper
 ) -> None:  # type: ignore[no-untyped-def]
     out = priv.run_json(unpriv_user, PRELUDE + IDLE_DEATH, netns=netns,
-                        env={"GPROCKET_HELPER": str(installed_helper("caps"))})
+                        env={"GPROCKET_HELPER": str(installed_helper("caps", RAW_POLICY))})
     assert out["noticed"] is True and out["zombies"] == []
     assert len({out["first"], out["second"], out["third"]}) == 3
     assert out["starts"] == 3
@@ -430,7 +434,7 @@ def test_a_killed_requesters_reply_is_read_and_closed_without_another_request(
     unpriv_user: priv.User, netns: priv.Netns, installed_helper
 ) -> None:  # type: ignore[no-untyped-def]
     out = priv.run_json(unpriv_user, PRELUDE + ORPHAN, netns=netns,
-                        env={"GPROCKET_HELPER": str(installed_helper("caps"))})
+                        env={"GPROCKET_HELPER": str(installed_helper("caps", RAW_POLICY))})
     assert out["orphaned"] == 1 and out["left"] == 0
     assert out["bound"] is False  # no request after it: the port was released anyway
     assert out["starts"] == 1 and out["pid"] is not None

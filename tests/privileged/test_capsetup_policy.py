@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from support import privileged as priv
 
-from capsetup.policy import load_policy
+from gprocket._policy import load_policy
 
 pytestmark = pytest.mark.privileged
 
@@ -25,6 +25,13 @@ TEXTS = [
     "# only a comment\n\n",
     "allow * bind any 1-1023\nallow * raw icmp,icmpv6\n",
     "allow group:gprocket packet\nallow group:gprocket tun gp* persist\n",
+    "allow group:gprocket tun gp* net 10.9.0.0/24,fd00:9::/64 mtu 1280-9000\n",
+    "allow * tun gp* mtu 1500 net 10.0.0.0/8\nallow * bind udp 53 127.0.0.1 reuse\n",
+    "allow * tun gp* net 10.9.0.1/24\n",
+    "allow * tun gp* net 10.9.0.0\n",
+    "allow * tun gp* mtu 67-1500\n",
+    "allow * tun gp* net 10.0.0.0/8 net 11.0.0.0/8\n",
+    "allow * bind udp 53 reuse 127.0.0.1\n",
     "allow user:0 bind udp,tcp 53 192.0.2.10\nallow user:root netns lab\n",
     "allow * bind tcp, 80\n",
     "allow *\tbind\ttcp\t80-90\t::/0\n",

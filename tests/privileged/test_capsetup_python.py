@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import os
 import secrets
 import shutil
@@ -85,15 +86,69 @@ def test_only_network_capabilities_are_offered(venv_and_prefix: tuple[Path, Path
     assert not_a_venv.returncode == 1 and "not a virtual environment" in not_a_venv.stderr
 
 
-def test_a_venv_others_can_write_is_named_in_a_warning(
+def test_a_venv_others_can_write_is_refused(
     venv_and_prefix: tuple[Path, Path], unpriv_user: priv.User
 ) -> None:
     venv, prefix = venv_and_prefix
     site = next((venv / "lib").glob("python3*/site-packages"))
     os.chown(site, unpriv_user.uid, unpriv_user.gid)
     done = capsetup("python", "--venv", str(venv), "--prefix", str(prefix))
+    assert done.returncode == 1
+    assert f"{site} is owned by uid {unpriv_user.uid}, not root" in done.stderr
+    assert not (venv / "bin" / "python-caps").exists()
+    assert not prefix.exists()
+
+
+NOBODY = 65534
+
+
+def _tree(root: Path) -> list[tuple[str, int, int, int]]:
+    return sorted((str(p), p.lstat().st_uid, p.lstat().st_mode, p.lstat().st_size)
+                  for p in [root, *root.rglob("*")])  # fmt: skip
+
+
+def test_attack_a_user_venv_whose_python_is_any_program_is_refused(
+    venv_and_prefix: tuple[Path, Path],
+) -> None:
+    # Issue 12, finding 6: a venv owned by uid 65534 whose bin/python is an
+    # arbitrary program was copied root-owned with cap_net_raw permitted.
+    root = venv_and_prefix[0].parent
+    venv = root / "nobody-venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    program = venv / "bin" / "python"
+    program.write_text("#!/bin/sh\nexec /bin/sh -i\n")
+    program.chmod(0o755)
+    for path in (venv, venv / "bin", venv / "pyvenv.cfg", program):
+        os.chown(path, NOBODY, NOBODY)
+    prefix = root / "prefix"
+    before = _tree(root)
+    done = capsetup("python", "--venv", str(venv), "--prefix", str(prefix))
+    assert done.returncode == 1, done.stdout
+    assert done.stdout == ""
+    assert "refusing to give capabilities" in done.stderr
+    assert f"{venv} is owned by uid {NOBODY}, not root" in done.stderr
+    assert _tree(root) == before  # nothing written: no copy, no prefix, no manifest
+
+
+def test_a_root_owned_venv_pointing_at_another_program_is_refused(
+    venv_and_prefix: tuple[Path, Path],
+) -> None:
+    venv, prefix = venv_and_prefix
+    interpreter = venv / "bin" / "python"
+    interpreter.unlink()
+    interpreter.symlink_to("/bin/dash")
+    done = capsetup("python", "--venv", str(venv), "--prefix", str(prefix))
+    assert done.returncode == 1
+    assert "which is not the Python in the venv's home" in done.stderr
+    assert not (venv / "bin" / "python-caps").exists()
+
+
+def test_the_copy_is_for_the_gprocket_group_only(venv_and_prefix: tuple[Path, Path]) -> None:
+    venv, prefix = venv_and_prefix
+    done = capsetup("python", "--venv", str(venv), "--prefix", str(prefix))
     assert done.returncode == 0, done.stderr
-    assert (
-        f"warning: {site} is owned by uid {unpriv_user.uid}, not root: that user can run "
-        "code with these capabilities"
-    ) in done.stderr
+    st = (venv / "bin" / "python-caps").stat()
+    assert (st.st_uid, grp.getgrgid(st.st_gid).gr_name, st.st_mode & 0o7777) == (
+        0, "gprocket", 0o750)
+    assert "(root:gprocket 0750)" in done.stdout

@@ -84,7 +84,8 @@ def test_the_drop_in_turns_off_io_logging_for_the_helper_only() -> None:
     text = render_sudoers(Path("/usr/local/libexec/gprocket/gprocket-helper"), group="gprocket")
     helper = "/usr/local/libexec/gprocket/gprocket-helper"
     assert f"Defaults!{helper} !log_input\n" in text
-    assert f'%gprocket ALL=(root) NOPASSWD: {helper} "", {helper} --broker\n' in text
+    assert (f'%gprocket ALL=(root) NOPASSWD: {helper} "", {helper} --broker, '
+            f"{helper} ^--netns [A-Za-z0-9_][A-Za-z0-9._-]*$\n") in text
 
 
 def test_a_broken_drop_in_is_never_installed(scratch_dir: Path) -> None:

@@ -7,9 +7,13 @@ request, then opens every one of them and records the rung that did.
 
 from __future__ import annotations
 
+import grp
 import json
+import os
 import secrets
 import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -136,7 +140,9 @@ def test_helper_policy_without_packet_rule(
     helper = installed_helper(mode="caps")  # no policy file: the defaults
     result = check(unpriv_user, helper, netns=netns)
     assert result["real"]["packet"] is None
-    assert result["real"]["icmp-raw"] == "broker"
+    assert result["real"]["udp-low"] == "broker"
+    # The defaults grant no raw socket (issue 12, finding 2).
+    assert result["real"]["icmp-raw"] is None
     assert result["fixes"]["packet"] == (
         f"add 'allow user:{unpriv_user.name} packet' to {helper.parent / 'policy'}"
     )
@@ -156,8 +162,7 @@ def test_sudo_rule(other_user: priv.User, netns: priv.Netns, capsetup_prefix: Pa
     assert done.returncode == 0, done.stderr
     helper = capsetup_prefix / "libexec" / "gprocket" / "gprocket-helper"
     result = check(other_user, helper, netns=netns)
-    assert result["real"] == {**NONE_SERVES, "tcp-low": "sudo", "udp-low": "sudo",
-                              "icmp-raw": "sudo", "icmp6-raw": "sudo"}  # fmt: skip
+    assert result["real"] == {**NONE_SERVES, "tcp-low": "sudo", "udp-low": "sudo"}
 
 
 def test_lowered_sysctls(unpriv_user: priv.User, netns: priv.Netns, missing_helper: Path) -> None:
@@ -233,3 +238,65 @@ def test_no_new_privs_disarms_the_helper(
     assert result["predicted"] == result["real"], result
     assert result["real"] == NONE_SERVES
     assert "no_new_privs" in result["reasons"]["udp-low"]["broker"]
+
+
+@pytest.fixture
+def helper_under_tmp() -> Iterator[Path]:
+    """A caps helper copied into a root-owned directory under /tmp, no policy file."""
+    root = Path(tempfile.mkdtemp(prefix="gp-doctor-", dir="/tmp"))
+    try:
+        directory = root / "libexec" / "gprocket"
+        directory.mkdir(parents=True)
+        for path in (root, root / "libexec", directory):
+            os.chown(path, 0, 0)
+            path.chmod(0o755)
+        helper = directory / "gprocket-helper"
+        shutil.copyfile(priv.packaged_helper(), helper)
+        os.chown(helper, 0, grp.getgrnam(priv.TEST_GROUP).gr_gid)
+        helper.chmod(0o750)
+        subprocess.run(["setcap", priv.file_caps(), str(helper)], check=True)
+        yield helper
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+REFUSAL = "a directory above it is not root-only"
+
+
+def test_helper_under_tmp_is_reported_as_refusing_by_doctor_and_status(
+    unpriv_user: priv.User, netns: priv.Netns, helper_under_tmp: Path
+) -> None:
+    # Issue 12, finding 8: doctor said "ok broker" and status "(no file: defaults)
+    # valid" while the helper refused every request because /tmp is world-writable.
+    result = check(unpriv_user, helper_under_tmp, netns=netns)
+    assert result["real"] == NONE_SERVES
+    broker = result["reasons"]["udp-low"]["broker"]
+    assert broker == f"the helper denies everything: {REFUSAL}: /tmp is writable by others " \
+                     "(mode 1777)"  # fmt: skip
+    # The real request's answer carries the helper's own words.
+    code = ("import gprocket\n"
+            "try:\n"
+            f"    gprocket.open(53, protocol='udp', helper={str(helper_under_tmp)!r}, "
+            "strategies='helper')\n"
+            "except gprocket.PrivilegeError as err:\n"
+            "    print(err.attempts[-1].reason)\n")  # fmt: skip
+    said = priv.run_python(unpriv_user, code, netns=netns)
+    assert f"policy: {REFUSAL}" in said.stdout, said.stdout + said.stderr
+    prefix = helper_under_tmp.parent.parent.parent
+    status = capsetup("status", "--prefix", str(prefix))
+    assert status.returncode == 1
+    assert f"policy:   {prefix}/libexec/gprocket/policy (no file: defaults) REFUSED" in (
+        status.stdout)
+    assert f"denies everything: {REFUSAL}: /tmp is writable by others" in status.stdout
+    document = json.loads(capsetup("status", "--json", "--prefix", str(prefix)).stdout)
+    assert document["policy"]["valid"] is False and document["ok"] is False
+
+
+def test_the_usual_install_is_still_ok(unpriv_user: priv.User, netns: priv.Netns,
+                                       capsetup_prefix: Path) -> None:
+    helper = capsetup_prefix / "libexec" / "gprocket" / "gprocket-helper"
+    result = check(unpriv_user, helper, netns=netns)
+    assert result["real"]["udp-low"] == "broker"
+    status = capsetup("status", "--prefix", str(capsetup_prefix))
+    assert status.returncode == 0, status.stdout
+    assert "(no file: defaults)" not in status.stdout and " valid" in status.stdout

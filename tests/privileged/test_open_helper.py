@@ -241,7 +241,8 @@ except gprocket.PrivilegeError as err:
 def test_tun_and_device_through_the_helper(
     unpriv_user: priv.User, netns: priv.Netns, installed_helper
 ) -> None:  # type: ignore[no-untyped-def]
-    helper = installed_helper("caps", policy="allow * tun gpc*\nallow * device net/tun\n")
+    helper = installed_helper("caps", policy="allow * tun gpc* net 10.77.0.0/24\n"
+                                             "allow * device net/tun\n")
     code = """
 import json, os, stat, gprocket
 tun = gprocket.acquire(gprocket.TunRequest('gpc7', addr4='10.77.0.1/24', up=True))

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 from support import privileged as priv
+from support.lab import VethLab, ether_frame, inside, listening, trafgen_config, veth_lab
 
 from gprocket import pcap, ring
-from gprocket._packet_lab import VethLab, ether_frame, inside, trafgen_config, veth_lab
 
 pytestmark = pytest.mark.privileged
 
@@ -108,8 +108,8 @@ def _wait_line(proc: subprocess.Popen[str], stream: str = "stdout", text: str = 
                          f"{''.join(seen)}{out}\n--- stderr\n{err}")
 
 
-def _finish(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    out, err = proc.communicate(timeout=60)
+def _finish(proc: subprocess.Popen[str], given: str | None = None) -> dict[str, Any]:
+    out, err = proc.communicate(given, timeout=60)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n--- stderr\n{err}"
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
@@ -344,13 +344,12 @@ def test_sniff_prints_summaries(lab: VethLab, helper: Path, unpriv_user: priv.Us
     assert f"IP {net.ip_a} > {net.ip_b}: ICMP echo reply" in lines[1]
 
 
+# The frames come on stdin (too big for argv): the user runs no test code.
 SENDER = r"""
 import json, sys
 from gprocket.rawsock import RawSocket
-from gprocket._packet_lab import ether_frame
 p = json.loads(sys.argv[1])
-frames = [ether_frame(p["dst"], p["src"], 0x88B5, i.to_bytes(4, "big") * (i % 300 + 1))
-          for i in range(p["count"])]
+frames = [bytes.fromhex(frame) for frame in json.load(sys.stdin)]
 with RawSocket(p["interface"], protocol=0x88b5) as rs:
     rs.send(frames[0])
     sent = 1 + rs.send_many(frames[1:])
@@ -364,18 +363,11 @@ def test_frames_sent_arrive_identical_at_tcpdump(lab: VethLab, helper: Path,
     target = tmp_path / "peer.pcap"
     frames = [ether_frame(lab.mac_b, lab.mac_a, 0x88B5, i.to_bytes(4, "big") * (i % 300 + 1))
               for i in range(200)]
-    dump = subprocess.Popen(lab.argv_b(["tcpdump", "-i", lab.if_b, "-U", "-c", "200", "-w",
-                                        str(target), "ether proto 0x88b5"]),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    dump = listening(lab.argv_b(["tcpdump", "-i", lab.if_b, "-U", "-c", "200", "-w",
+                                 str(target), "ether proto 0x88b5"]))
     try:
-        assert dump.stderr is not None
-        for line in dump.stderr:
-            if "listening on" in line:
-                break
-        proc = _start(unpriv_user, lab, helper, SENDER,
-                      {"interface": lab.if_a, "dst": lab.mac_b, "src": lab.mac_a,
-                       "count": len(frames)})
-        result = _finish(proc)
+        proc = _start(unpriv_user, lab, helper, SENDER, {"interface": lab.if_a})
+        result = _finish(proc, json.dumps([frame.hex() for frame in frames]))
         assert result == {"sent": 200, "rung": "helper"}
         dump.wait(timeout=30)
     finally:
@@ -388,14 +380,9 @@ def test_frames_sent_arrive_identical_at_tcpdump(lab: VethLab, helper: Path,
 
 def test_tcpdump_pcap_read_back(lab: VethLab, tmp_path: Path) -> None:
     target = tmp_path / "tcpdump.pcap"
-    dump = subprocess.Popen(lab.argv_a(["tcpdump", "-i", lab.if_a, "-U", "-c", "100", "-w",
-                                        str(target)]),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    dump = listening(lab.argv_a(["tcpdump", "-i", lab.if_a, "-U", "-c", "100", "-w",
+                                 str(target)]))
     try:
-        assert dump.stderr is not None
-        for line in dump.stderr:
-            if "listening on" in line:
-                break
         frame = _frame(lab, payload=b"from tcpdump" * 9)
         _trafgen(lab, frame, 100)
         dump.wait(timeout=30)

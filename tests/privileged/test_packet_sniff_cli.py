@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from support import privileged as priv
+from support.lab import veth_lab
 
-from gprocket._packet_lab import veth_lab
 from gprocket.cli import sniff
 
 pytestmark = pytest.mark.privileged

@@ -23,6 +23,9 @@ from support import privileged as priv
 
 pytestmark = pytest.mark.privileged
 
+# These tests use raw ICMP sockets as their descriptor; the defaults grant none.
+RAW_POLICY = "allow * bind any 1-1023\nallow * raw icmp,icmpv6\n"
+
 OPEN_RANGE = "0 2147483647"
 
 
@@ -79,7 +82,8 @@ def lab() -> Iterator[Lab]:
 def helper_env(installed_helper: Callable[..., Path],
                request: pytest.FixtureRequest) -> dict[str, str]:
     # Every test runs on both engines: the compiled one and the pure-Python fallback.
-    return {"GPROCKET_HELPER": str(installed_helper()), "GPROCKET_ICMP_ENGINE": request.param}
+    return {"GPROCKET_HELPER": str(installed_helper(policy=RAW_POLICY)),
+            "GPROCKET_ICMP_ENGINE": request.param}
 
 
 def _from_lines(output: str) -> list[str]:

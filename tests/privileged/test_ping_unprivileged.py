@@ -1,7 +1,9 @@
 """gprocket ping as a real unprivileged user in a fresh network namespace.
 
 With ping_group_range closed the only way to ICMP is the helper (raw
-socket); with it open the datagram socket is used and no helper runs.
+socket, granted by an explicit `raw` rule: the defaults grant none); with it
+open the datagram socket is used and no helper runs. A default install's
+ping-socket path is shown in test_capsetup_ping.py.
 iputils ping, run for the same target, is the witness for the statistics.
 """
 
@@ -21,6 +23,8 @@ STATS = re.compile(r"(\d+) packets transmitted, (\d+) received,(?: \+\d+ \w+,)* 
                    r"([\d.]+)% packet loss")
 RTT = re.compile(r"rtt min/avg/max/mdev = ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
 OPEN_RANGE = "0 2147483647"
+# These tests exercise the raw path, which needs its own rule.
+RAW_POLICY = "allow * bind any 1-1023\nallow * raw icmp,icmpv6\n"
 
 
 @pytest.fixture
@@ -40,7 +44,8 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def helper_env(installed_helper: Callable[..., Path], engine: str) -> dict[str, str]:
-    return {"GPROCKET_HELPER": str(installed_helper()), "GPROCKET_ICMP_ENGINE": engine}
+    return {"GPROCKET_HELPER": str(installed_helper(policy=RAW_POLICY)),
+            "GPROCKET_ICMP_ENGINE": engine}
 
 
 def _cli(user: priv.User, ns: priv.Netns, env: dict[str, str], *args: str,
@@ -305,7 +310,7 @@ print(json.dumps([[s.sent, [r.seq for r in s.replies], s.duplicates] for s in st
 
 def test_compiled_engine_reuses_its_probe_slots(unpriv_user: priv.User, gpi_ns: priv.Netns,
                                                 installed_helper: Callable[..., Path]) -> None:
-    env = {"GPROCKET_HELPER": str(installed_helper())}
+    env = {"GPROCKET_HELPER": str(installed_helper(policy=RAW_POLICY))}
     result = priv.run_json(unpriv_user, RING, netns=gpi_ns, env=env)
     # Every request answered, in send order (sequences go round the three targets).
     assert result == [[5, [1, 4, 7, 10, 13], 0], [5, [2, 5, 8, 11, 14], 0],
@@ -439,7 +444,7 @@ def test_no_route_is_an_error_like_iputils(unpriv_user: priv.User, gpi_ns: priv.
 
 def test_setuid_helper_serves_ping_too(unpriv_user: priv.User, gpi_ns: priv.Netns,
                                        installed_helper: Callable[..., Path]) -> None:
-    env = {"GPROCKET_HELPER": str(installed_helper(mode="setuid"))}
+    env = {"GPROCKET_HELPER": str(installed_helper(mode="setuid", policy=RAW_POLICY))}
     code, out, err = _cli(unpriv_user, gpi_ns, env, "-c", "2", "-i", "0.1", "::1")
     assert code == 0, out + err
     assert _stats(out) == (2, 2, 0.0)

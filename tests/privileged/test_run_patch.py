@@ -120,7 +120,7 @@ RAW_PING = textwrap.dedent("""
 def test_raw_icmp_socket_created_through_the_ladder(
         unpriv_user: priv.User, netns: priv.Netns,
         installed_helper: Callable[..., Path]) -> None:
-    helper = installed_helper(mode="caps")
+    helper = installed_helper(mode="caps", policy="allow * raw icmp,icmpv6\n")
     refused = priv.run_python(unpriv_user, RAW_PING, netns=netns)
     assert "PermissionError" in refused.stderr
     got = run_json(unpriv_user, netns, helper, [*RUN, "-c", RAW_PING])

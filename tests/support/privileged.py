@@ -200,6 +200,28 @@ def run_json(user: User, code: str, **kwargs: Any) -> Any:
     return json.loads(lines[-1])
 
 
+# The start of a program run as another user that reports outcomes as JSON:
+# code(errno) spells an errno by name, failure(err) describes an exception with
+# every ladder rung's errno (refused_with reads it).
+OUTCOME_PRELUDE = """
+import errno, json
+
+def code(number):
+    return errno.errorcode.get(number) if number else None
+
+def failure(err):
+    return {"error": type(err).__name__, "errno": code(getattr(err, "errno", None)),
+            "attempts": [[a.rung, code(a.errno)] for a in getattr(err, "attempts", ())],
+            "message": str(err)}
+"""
+
+
+def refused_with(outcome: dict[str, Any], name: str) -> bool:
+    """The call failed and the kernel's or the helper's errno was `name`."""
+    errnos = {outcome.get("errno")} | {err for _, err in outcome.get("attempts", [])}
+    return "error" in outcome and name in errnos
+
+
 @dataclass
 class Netns:
     """A network namespace made for one test, deleted after it."""
@@ -256,20 +278,52 @@ def install_root() -> Path:
     return INSTALL_ROOT
 
 
-def run_capsetup(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run the real capsetup command as root, with the tested package importable."""
-    env = {"PATH": SAFE_PATH, "PYTHONPATH": python_path(), "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([VENV_PYTHON, "-m", "capsetup", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, check=False)
+def capsetup_argv(*args: str, host: bool = True) -> list[str]:
+    """The capsetup command line; an install on the host never opens its ping range.
+
+    ``capsetup install`` brings the helper's group into net.ipv4.ping_group_range
+    and persists it in /etc/sysctl.d: a test that wants that runs capsetup in a
+    network namespace of its own (``host=False``) with --sysctl-dir pointing
+    at a temporary directory; an install on the host gets --no-ping-group.
+    """
+    argv = list(args)
+    if host and argv[:1] == ["install"] and "--no-ping-group" not in argv:
+        argv.append("--no-ping-group")
+    return [VENV_PYTHON, "-m", "capsetup", *argv]
+
+
+def capsetup_env() -> dict[str, str]:
+    return {"PATH": SAFE_PATH, "PYTHONPATH": python_path(), "LANG": "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def run_capsetup(*args: str, timeout: float = 60,
+                 netns: Netns | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real capsetup command as root (inside ``netns`` if given).
+
+    Inside a namespace an install must name --sysctl-dir (or --no-ping-group).
+    """
+    safe = "--sysctl-dir" in args or "--no-ping-group" in args
+    if netns is not None and args[:1] == ("install",) and not safe:
+        raise ValueError("an install in a test names --sysctl-dir: never /etc/sysctl.d")
+    prefix = ["ip", "netns", "exec", netns.name] if netns is not None else []
+    argv = capsetup_argv(*args, host=netns is None)
+    return subprocess.run([*prefix, *argv], capture_output=True,
+                          text=True, env=capsetup_env(), timeout=timeout, check=False)
 
 
 @contextlib.contextmanager
 def install_helper(mode: str = "caps", policy: str | None = None,
                    group: str = TEST_GROUP, source: Path | None = None) -> Iterator[Path]:
-    """Install the packaged helper setuid or with file caps in a fresh prefix."""
-    if mode not in ("caps", "setuid"):
-        raise ValueError(f"mode must be 'caps' or 'setuid', not {mode!r}")
+    """Install the packaged helper (or `source`) in a fresh root-only prefix.
+
+    `mode` "setuid" or "caps" as capsetup installs it; "plain" with neither,
+    for tests that run a build as root: the helper refuses a policy directory
+    with a group- or other-writable parent, so no test runs a helper from
+    the checkout (which may sit under /tmp) or its build/ directory.
+    """
+    if mode not in ("caps", "setuid", "plain"):
+        raise ValueError(f"mode must be 'caps', 'setuid' or 'plain', not {mode!r}")
     source = source or packaged_helper()
     if not source.is_file():
         raise FileNotFoundError(f"helper not built: {source} (run: make -C helper)")
@@ -285,6 +339,8 @@ def install_helper(mode: str = "caps", policy: str | None = None,
         os.chown(target, 0, gid)
         if mode == "setuid":
             os.chmod(target, 0o750 | stat.S_ISUID)
+        elif mode == "plain":
+            os.chmod(target, 0o750)
         else:
             os.chmod(target, 0o750)
             subprocess.run(["setcap", file_caps(), str(target)], check=True)
@@ -340,3 +396,41 @@ def children_of(pid: int) -> list[int]:
         return [int(x) for x in path.read_text().split()]
     except FileNotFoundError:
         return []
+
+
+def json_line(proc: subprocess.Popen[str], cmd: dict[str, Any]) -> dict[str, Any]:
+    """Send `cmd` as one JSON line to a driver process, read its one-line JSON answer."""
+    assert proc.stdin and proc.stdout
+    proc.stdin.write(json.dumps(cmd) + "\n")
+    proc.stdin.flush()
+    line = proc.stdout.readline()
+    assert line, f"driver died: {proc.stderr.read() if proc.stderr else ''}"
+    result: dict[str, Any] = json.loads(line)
+    return result
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Kill (if still running) and reap a background process, closing its pipes."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    proc.wait(timeout=20)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream:
+            stream.close()
+
+
+def slow_wrapper(helper: Path, seconds: float) -> Path:
+    """A helper that sleeps ``seconds`` before it execs the installed ``helper``.
+
+    A script beside the helper (root-owned, in its root-only prefix), marked
+    with file capabilities so that the library's check lets it run: the
+    kernel ignores a script's capabilities, the helper it execs has its own.
+    Removed with the helper's prefix.
+    """
+    wrapper = helper.parent / "slow-helper"
+    wrapper.write_text(f"#!/bin/sh\nsleep {seconds}\nexec {helper} \"$@\"\n")
+    info = helper.stat()
+    os.chown(wrapper, 0, info.st_gid)
+    os.chmod(wrapper, 0o750)
+    subprocess.run(["setcap", "cap_net_raw+p", str(wrapper)], check=True)
+    return wrapper

@@ -16,12 +16,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from capsetup._fs import chain_problems
+from ._install_checks import POLICY_MAX, directory_refusal, policy_file_refusal
 
 __all__ = [
     "DEFAULT_POLICY",
     "DEFAULT_RULES",
     "DEFAULT_RULES_TEXT",
+    "RULE_POWERS",
     "Caller",
     "LoadedPolicy",
     "PolicyCheck",
@@ -29,26 +30,31 @@ __all__ = [
     "Rule",
     "check_with_helper",
     "grants",
+    "load_helper_policy",
     "load_policy",
     "parse_policy",
+    "rule_warning",
     "subject_matches",
 ]
 
 MAX_RULES = 256
 MAX_LINE = 255
-MAX_SIZE = 64 * 1024
+MAX_SIZE = POLICY_MAX
 DEVICE_ALLOWLIST = frozenset({"net/tun"})
 BIND_PROTOS = frozenset({"tcp", "udp", "sctp", "any"})
 RAW_NAMES = {"icmp": 1, "icmpv6": 58}
 
-DEFAULT_RULES_TEXT = "allow * bind any 1-1023\nallow * raw icmp,icmpv6\n"
+DEFAULT_RULES_TEXT = "allow * bind any 1-1023\n"
 DEFAULT_POLICY = (
     "# gprocket helper policy (docs/POLICY.md), written by capsetup.\n"
-    "# Whoever may run the helper (members of its group) may bind low ports\n"
-    "# and open raw ICMP/ICMPv6 sockets. Packet sockets, TUN/TAP devices and\n"
-    "# namespaces need explicit lines, e.g.:\n"
+    "# Whoever may run the helper (members of its group) may bind low ports.\n"
+    "# ICMP echo goes through ping sockets (net.ipv4.ping_group_range, which\n"
+    "# capsetup install opens to the group). Raw and packet sockets, TUN/TAP\n"
+    "# devices and namespaces need explicit lines; a raw rule lets its holder\n"
+    "# send any IP packet with any source address, a packet rule any frame:\n"
+    "#   allow group:lab raw icmp,icmpv6\n"
     "#   allow group:lab packet\n"
-    "#   allow group:lab tun gp* persist\n"
+    "#   allow group:lab tun gp* net 10.9.0.0/24,fd00:9::/64 mtu 1280-9000\n"
     "#   allow user:monitor netns probe\n" + DEFAULT_RULES_TEXT
 )
 
@@ -76,7 +82,9 @@ class Rule:
     network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     raw_protos: frozenset[int] | None = None  # None = any
     name: str = ""  # tun pattern, device name, netns name
-    persist: bool = False
+    reuse: bool = False  # bind: SO_REUSEADDR/SO_REUSEPORT on datagram sockets
+    nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # tun: addresses
+    mtu: tuple[int, int] | None = None  # tun: the MTU range; None = no MTU may be set
     text: str = ""  # the line as written, without its comment
 
     def __str__(self) -> str:
@@ -126,15 +134,16 @@ def _valid_name(text: str, *, allow_slash: bool = False) -> bool:
     return bool(_NAME.match(text))
 
 
-def _ports(text: str, line: int) -> tuple[int, int]:
+def _ports(text: str, line: int, what: str = "port", lowest: int = 1) -> tuple[int, int]:
+    """N or N-M inside lowest..65535 (ports 1.., MTUs 68..)."""
     first, sep, last = text.partition("-")
     try:
         low = int(first)
         high = int(last) if sep else low
     except ValueError:
-        raise PolicyError(line, f"bad port range {text!r}") from None
-    if not (1 <= low <= high <= 65535):
-        raise PolicyError(line, f"port range {text!r} outside 1..65535")
+        raise PolicyError(line, f"bad {what} range {text!r}") from None
+    if not (lowest <= low <= high <= 65535):
+        raise PolicyError(line, f"{what} range {text!r} outside {lowest}..65535")
     return low, high
 
 
@@ -165,8 +174,12 @@ def _parse_line(fields: list[str], line: int) -> Rule:
     subject, ident = _subject(fields[1], line)
     verb, args = fields[2], fields[3:]
     if verb == "bind":
+        reuse = bool(args) and args[-1] == "reuse"
+        if reuse:
+            args = args[:-1]
         if len(args) not in (2, 3):
-            raise PolicyError(line, "want: allow SUBJECT bind PROTOS PORTS [ADDRESS[/PREFIX]]")
+            raise PolicyError(
+                line, "want: allow SUBJECT bind PROTOS PORTS [ADDRESS[/PREFIX]] [reuse]")
         # Empty items are skipped, as the helper's strtok does.
         protos = frozenset(item for item in args[0].split(",") if item)
         if not protos or not protos <= BIND_PROTOS:
@@ -178,7 +191,7 @@ def _parse_line(fields: list[str], line: int) -> Rule:
             except ValueError:
                 raise PolicyError(line, f"bad address {args[2]!r}") from None
         return Rule(line, subject, ident, verb, protos=protos, ports=_ports(args[1], line),
-                    network=network)  # fmt: skip
+                    network=network, reuse=reuse)  # fmt: skip
     if verb == "raw":
         if len(args) != 1:
             raise PolicyError(line, "want: allow SUBJECT raw PROTOS")
@@ -200,14 +213,7 @@ def _parse_line(fields: list[str], line: int) -> Rule:
             raise PolicyError(line, "packet takes no arguments (an interface cannot be enforced)")
         return Rule(line, subject, ident, verb)
     if verb == "tun":
-        if len(args) not in (1, 2) or (len(args) == 2 and args[1] != "persist"):
-            raise PolicyError(line, "want: allow SUBJECT tun PATTERN [persist]")
-        stem = args[0].removesuffix("*")
-        if (stem or not args[0].endswith("*")) and not _valid_name(stem):
-            raise PolicyError(line, f"bad tun pattern {args[0]!r}")
-        if len(stem) > 15:
-            raise PolicyError(line, f"tun pattern {args[0]!r} longer than an interface name")
-        return Rule(line, subject, ident, verb, name=args[0], persist=len(args) == 2)
+        return _parse_tun(args, line, subject, ident)
     if verb == "device":
         if len(args) != 1 or not _valid_name(args[0], allow_slash=True):
             raise PolicyError(line, "want: allow SUBJECT device NAME")
@@ -220,6 +226,38 @@ def _parse_line(fields: list[str], line: int) -> Rule:
             raise PolicyError(line, "want: allow SUBJECT netns NAME (at most 31 characters)")
         return Rule(line, subject, ident, verb, name=args[0])
     raise PolicyError(line, f"unknown verb {verb!r} (bind, raw, packet, tun, device, netns)")
+
+
+def _parse_tun(args: list[str], line: int, subject: str, ident: int | None) -> Rule:
+    """tun PATTERN [net NET,...] [mtu N[-M]], as the helper's parse_tun reads it."""
+    usage = "want: allow SUBJECT tun PATTERN [net ADDR/LEN,...] [mtu N-M]"
+    if "persist" in args:
+        raise PolicyError(line, "persist removed (any holder can persist: docs/POLICY.md)")
+    if not args or len(args) % 2 == 0:
+        raise PolicyError(line, usage)
+    stem = args[0].removesuffix("*")
+    if (stem or not args[0].endswith("*")) and not _valid_name(stem):
+        raise PolicyError(line, f"bad tun pattern {args[0]!r}")
+    if len(stem) > 15:
+        raise PolicyError(line, f"tun pattern {args[0]!r} longer than an interface name")
+    options = dict(zip(args[1::2], args[2::2], strict=True))
+    if len(options) != len(args[1::2]) or not set(options) <= {"net", "mtu"}:
+        raise PolicyError(line, usage)
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for item in filter(None, options.get("net", "").split(",")):
+        try:
+            if "/" not in item:
+                raise ValueError(item)
+            nets.append(ipaddress.ip_network(item))  # strict: the host bits must be zero
+        except ValueError:
+            raise PolicyError(line, f"bad tun network {item!r} (want ADDR/LEN, host bits zero)"
+                              ) from None
+    if "net" in options and not 1 <= len(nets) <= 8:
+        raise PolicyError(line, "net takes 1 to 8 networks")
+    mtu: tuple[int, int] | None = None
+    if "mtu" in options:
+        mtu = _ports(options["mtu"], line, "mtu", 68)
+    return Rule(line, subject, ident, "tun", name=args[0], nets=tuple(nets), mtu=mtu)
 
 
 def parse_policy(text: str) -> tuple[Rule, ...]:
@@ -258,25 +296,33 @@ class LoadedPolicy:
 
 
 def load_policy(path: Path) -> LoadedPolicy:
-    """Read the policy at ``path`` as the helper would (fail closed).
+    """Read the policy at ``path`` as the helper beside it would (fail closed).
 
-    Never raises for a bad file: ``refused`` says why everything is denied.
+    The helper's order (helper.c load_policy): the directories from ``/``
+    down to the policy's directory, then the file, then its lines; with no
+    file the defaults apply, but only in a root-only directory. Never raises
+    for a bad file: ``refused`` says why everything is denied, in the
+    helper's words.
     """
+    directory = directory_refusal(path.parent)
+    if directory is not None:
+        return LoadedPolicy(path, os.path.lexists(path), (), directory)
     if not os.path.lexists(path):
         return LoadedPolicy(path, False, DEFAULT_RULES, None)
     try:
-        problems = chain_problems(path)
-        if not path.is_file() or path.is_symlink():
-            problems.append(f"{path} is not a regular file")
-        elif path.stat().st_size > MAX_SIZE:
-            problems.append(f"{path} is larger than {MAX_SIZE} bytes")
-        if problems:
-            return LoadedPolicy(path, True, (), "; ".join(problems))
+        problem = policy_file_refusal(path)
+        if problem is not None:
+            return LoadedPolicy(path, True, (), problem)
         return LoadedPolicy(path, True, parse_policy(path.read_text()), None)
     except PolicyError as err:
         return LoadedPolicy(path, True, (), str(err))
     except (OSError, UnicodeDecodeError) as err:
         return LoadedPolicy(path, True, (), f"cannot read {path}: {err}")
+
+
+def load_helper_policy(helper: Path | str) -> LoadedPolicy:
+    """The policy the helper at ``helper`` reads: beside its real path (links resolved)."""
+    return load_policy(Path(os.path.realpath(helper)).parent / "policy")
 
 
 def subject_matches(rule: Rule, caller: Caller) -> bool:
@@ -365,3 +411,19 @@ def check_with_helper(helper: Path, timeout: float = 10.0) -> PolicyCheck:
     )
     output = (done.stdout + done.stderr).strip()
     return PolicyCheck(ok=done.returncode == 0, output=output, returncode=done.returncode)
+
+
+# What the holder of each dangerous grant can do with what it gets
+# (docs/POLICY.md); capsetup status and doctor print it wherever such a rule
+# is in force.
+RULE_POWERS = {
+    "raw": "may send any IP packet with any source address",
+    "packet": "may send any frame and read every frame on every interface",
+    "device": "attaches to every ownerless TUN/TAP device and reads its traffic",
+}
+
+
+def rule_warning(rule: Rule) -> str | None:
+    """``line N: allow ...: <what its holder can do>`` for a dangerous rule, else None."""
+    power = RULE_POWERS.get(rule.verb)
+    return None if power is None else f"{rule}: {power}"

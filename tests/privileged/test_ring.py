@@ -1,4 +1,4 @@
-"""gprocket.ring: the TPACKET_V3 receive ring and batched sending, on a real veth pair."""
+"""gprocket.ring: the TPACKET_V3 receive ring and batched sending, on a real veth pair (root)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import gevent
 import gevent.socket
 import pytest
+from support.lab import VethLab, ether_frame, inside, veth_lab
 
 from gprocket import pcap, ring
-from gprocket._packet_lab import VethLab, ether_frame, inside, veth_lab
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,8 @@
 """A quiet veth pair between two fresh network namespaces (tests and bench/capture.py).
 
+Not part of the installed package: tests import it as ``support.lab`` (the
+suite's conftest puts tests/ on sys.path), bench/ scripts add tests/ first.
+
 Needs root. IPv6 is disabled and no address is configured unless asked, so
 the link carries only the frames a test or benchmark sends: counts can be
 exact. Namespaces are named ``PREFIX-HEX-a``/``-b`` and always removed.
@@ -8,7 +11,6 @@ exact. Namespaces are named ``PREFIX-HEX-a``/``-b`` and always removed.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
 import signal
@@ -17,9 +19,9 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-__all__ = ["VethLab", "ether_frame", "inside", "trafgen_config", "veth_lab"]
+from gprocket._ladder import thread_in_namespace
 
-CLONE_NEWNET = 0x40000000
+__all__ = ["VethLab", "ether_frame", "inside", "listening", "trafgen_config", "veth_lab"]
 
 
 @dataclass(frozen=True)
@@ -102,29 +104,27 @@ def veth_lab(prefix: str = "gpk", addresses: bool = False) -> Iterator[VethLab]:
             _delete(ns)
 
 
-@contextlib.contextmanager
-def inside(ns: str) -> Iterator[None]:
-    """Run this thread inside namespace ``ns`` for the block (needs root).
+# This thread inside a namespace for a block (root), the library's own setns:
+# sockets made inside stay there. sysfs is not remounted, so read interface
+# state with ``ip -n`` instead.
+inside = thread_in_namespace
 
-    Sockets made inside stay in ``ns`` afterwards. sysfs is not remounted:
-    read interface state with ``ip -n`` instead.
+
+def listening(argv: Sequence[str]) -> subprocess.Popen[str]:
+    """Start a capture tool (tcpdump, ``gprocket sniff``); return once it is listening.
+
+    Its stdout is discarded; the rest of its stderr stays readable. Raises
+    RuntimeError with what it printed if it exits before saying so.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    here = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    there = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(there, CLONE_NEWNET) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"setns into {ns}: {os.strerror(code)}")
-        try:
-            yield
-        finally:
-            if libc.setns(here, CLONE_NEWNET) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, f"setns back: {os.strerror(code)}")
-    finally:
-        os.close(here)
-        os.close(there)
+    proc = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    seen = []
+    for line in proc.stderr or ():
+        if "listening on" in line:
+            return proc
+        seen.append(line)
+    proc.wait()
+    raise RuntimeError(f"{argv[0]} exited {proc.returncode} before listening: {''.join(seen)}")
 
 
 def ether_frame(dst: str, src: str, ethertype: int, payload: bytes) -> bytes:

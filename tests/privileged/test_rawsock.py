@@ -1,4 +1,5 @@
-"""gprocket.rawsock: the stateful raw socket (passive, active, send, filters, stats)."""
+"""gprocket.rawsock: the stateful raw socket (passive, active, send, filters, stats),
+on a real veth pair (root)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from collections.abc import Iterator
 import gevent
 import gevent.queue
 import pytest
+from support.lab import VethLab, ether_frame, inside, veth_lab
 
 from gprocket import bpf, rawsock
-from gprocket._packet_lab import VethLab, ether_frame, inside, veth_lab
 from gprocket.rawsock import Frame, LinuxPacketBackend, RawSocket
 
 

@@ -1,0 +1,136 @@
+"""gprocket.aio's ICMP as an unprivileged user: raw ICMP/ICMPv6 from the helper.
+
+The namespace's ping_group_range is closed, so every socket is a raw one
+from the broker (policy ``raw icmp,icmpv6``), which a slow wrapper starts
+late while a ticker task keeps the loop turning; on the compiled engine and
+on the pure-Python one (GPROCKET_ICMP_ENGINE). A cancelled sweep stops
+sending at once: the namespace's own ICMP counters (/proc/net/snmp) do not
+move after the cancellation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from support import privileged as priv
+
+pytestmark = pytest.mark.privileged
+
+POLICY = "allow group:gprocket raw icmp,icmpv6\n"
+
+PINGS = r"""
+import asyncio, json, os, time
+from gprocket import aio
+
+async def ticker(state):
+    while True:
+        await asyncio.sleep(0.005)
+        now = time.monotonic()
+        state["gap"] = max(state["gap"], now - state["last"])
+        state["last"] = now
+        state["ticks"] += 1
+
+async def main():
+    state = {"ticks": 0, "gap": 0.0, "last": time.monotonic()}
+    beat = asyncio.get_running_loop().create_task(ticker(state))
+    slow = os.environ["SLOW_HELPER"]
+    one = await aio.ping("127.0.0.1", count=3, interval=0.02, timeout=1, helper=slow)
+    beat.cancel()
+    six = await aio.ping("::1", count=2, interval=0.02, timeout=1)
+    targets = [f"127.0.{i // 200}.{i % 200 + 1}" for i in range(400)] + ["::1"]
+    hosts = await aio.multiping(targets, timeout=2)
+    order = []
+    async with aio.multiping_iter(["127.0.0.1", "::1", "127.0.0.9"], count=2,
+                                  interval=0.01) as it:
+        async for host in it:
+            order.append(host.address)
+    trace = await aio.traceroute("127.0.0.1", max_hops=4, count=1)
+    await aio.aclose_all()
+    print(json.dumps({
+        "one": [one.is_alive, len(one.replies), one.transport, one.rung],
+        "six": [six.is_alive, len(six.replies), six.transport, six.rung],
+        "alive": sum(h.is_alive for h in hosts), "count": len(hosts),
+        "in_order": [h.address for h in hosts] == targets,
+        "iter": sorted(order), "trace": [len(trace.hops), trace.hops[-1].reached],
+        "ticks": state["ticks"], "gap": state["gap"]}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_raw_icmp_and_icmpv6_through_the_broker_while_it_starts_slowly(
+        engine: str, unpriv_user: priv.User, netns: priv.Netns,
+        installed_helper: Callable[..., Path]) -> None:
+    helper = installed_helper(mode="caps", policy=POLICY)
+    slow = priv.slow_wrapper(helper, 0.5)
+    out = priv.run_json(unpriv_user, PINGS, netns=netns,
+                        env={"GPROCKET_HELPER": str(helper), "SLOW_HELPER": str(slow),
+                             "GPROCKET_ICMP_ENGINE": engine})
+    assert out["one"] == [True, 3, "raw", "broker"]
+    assert out["six"] == [True, 2, "raw", "broker"]
+    assert out["count"] == 401 and out["alive"] == 401 and out["in_order"]
+    assert out["iter"] == ["127.0.0.1", "127.0.0.9", "::1"]
+    assert out["trace"] == [1, True]
+    assert out["ticks"] >= 40 and out["gap"] < 0.25, out
+
+
+CANCEL = r"""
+import asyncio, json, os
+from gprocket import aio
+
+def out_echos():
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Icmp:")]
+    return int(rows[1][rows[0].index("OutEchos")])
+
+async def main():
+    targets = [f"127.0.1.{i}" for i in range(1, 21)]
+    before_fds = len(os.listdir("/proc/self/fd"))
+    task = asyncio.get_running_loop().create_task(
+        aio.multiping(targets, count=1000, interval=0.02, timeout=1))
+    await asyncio.sleep(0.5)
+    task.cancel()
+    at_cancel = out_echos()
+    try:
+        await task
+        outcome = "finished"
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+    await asyncio.sleep(0.5)
+    after = out_echos()
+    # The iterator form stops the same way when closed before it is done.
+    it = aio.multiping_iter(targets, count=1000, interval=0.02, timeout=1)
+    start = out_echos()
+    try:
+        await asyncio.wait_for(it.__anext__(), 0.5)
+        first = "a host"
+    except TimeoutError:
+        first = "none yet"
+    await it.aclose()
+    closed_at = out_echos()
+    await asyncio.sleep(0.5)
+    await aio.aclose_all()
+    print(json.dumps({"outcome": outcome, "sent_before": at_cancel,
+                      "sent_after_cancel": after - at_cancel,
+                      "first": first, "iter_sent": closed_at - start,
+                      "sent_after_close": out_echos() - closed_at,
+                      "fds": len(os.listdir("/proc/self/fd")) - before_fds}))
+
+asyncio.run(main())
+"""
+
+
+def test_a_cancelled_multiping_stops_sending_at_once(
+        unpriv_user: priv.User, netns: priv.Netns,
+        installed_helper: Callable[..., Path]) -> None:
+    helper = installed_helper(mode="caps", policy=POLICY)
+    out = priv.run_json(unpriv_user, CANCEL, netns=netns, env={"GPROCKET_HELPER": str(helper)})
+    assert out["outcome"] == "cancelled"
+    assert out["sent_before"] >= 20 * 10  # it was sending every 20 ms to 20 targets
+    assert out["sent_after_cancel"] == 0
+    assert out["first"] == "none yet" and out["iter_sent"] >= 20 * 10
+    assert out["sent_after_close"] == 0
+    assert out["fds"] == 0

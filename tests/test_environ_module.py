@@ -1,5 +1,6 @@
 """gprocket._environ in this process, as any user (root and other uids:
-tests/privileged/test_environ_untrusted.py; hence this file's name: pytest needs distinct basenames)."""
+tests/privileged/test_environ_untrusted.py; hence this file's name: pytest
+needs distinct basenames)."""
 
 from __future__ import annotations
 

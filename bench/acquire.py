@@ -59,6 +59,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HELPER = ROOT / "gprocket" / "_bin" / "gprocket-helper"
 BARE_HELPER = ROOT / "helper" / "build" / "gprocket-helper-nosandbox"
 INSTALL_ROOT = Path("/opt/gprocket/t")
+# The default rule, and raw ICMP for the 1,000 concurrent opens (no port to share).
+POLICY = "allow * bind any 1-1023\nallow * raw icmp\n"
 LOADED = " +hog"  # the loaded twin of a variant, in the workers' results
 
 
@@ -375,6 +377,10 @@ def install_setuid_copy() -> Path:
             os.chmod(directory, 0o755)  # noqa: S103 - root-owned, readable: as an install
         shutil.copyfile(source, target)
         os.chmod(target, 0o4755)  # noqa: S103 - the setuid install being measured
+        # The defaults grant no raw socket; the concurrent run opens raw ICMP.
+        policy = target.parent / "policy"
+        policy.write_text(POLICY)
+        os.chmod(policy, 0o644)
     return prefix
 
 

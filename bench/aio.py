@@ -11,9 +11,11 @@ Everything runs as root inside a network namespace this script creates
 (ping sockets allowed there; the packaged helper serves as the broker).
 Runs take turns round after round; each figure is a median. Prints the
 ratios with issue 16's targets: aio within 1.25x of gevent, >= 8x faster
-than icmplib.
+than icmplib. With ``--hog N`` every round is run quiet and with N busy
+processes running (bench/_hog.py: paused for the quiet runs, resumed for
+the loaded ones), and the loaded figures are printed after the quiet ones.
 
-    /opt/gprocket/venv/bin/python bench/aio.py [--targets N] [--opens N] [--rounds N]
+    /opt/gprocket/venv/bin/python bench/aio.py [--targets N] [--opens N] [--rounds N] [--hog N]
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+# The inner run takes -P (the installed package, not the checkout), which
+# also leaves this directory off sys.path; it holds no gprocket.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _hog
+
 ICMPLIB_CONCURRENCY = (500, 2000)
 
 
@@ -38,21 +45,30 @@ def targets(n: int) -> list[str]:
     return [f"127.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(1, n + 1)]
 
 
-def rounds_of(runs: dict[str, Callable[[], tuple[float, int]]],
-              rounds: int) -> dict[str, list[float]]:
-    """Median seconds of each run and the fewest alive it saw, taking turns.
+def rounds_of(runs: dict[str, Callable[[], tuple[float, int]]], rounds: int,
+              hogs: _hog.Hogs | None = None) -> dict[str, dict[str, list[float]]]:
+    """Per phase (quiet, and loaded with ``hogs``), the median seconds of each
+    run and the fewest alive it saw, taking turns (the phases' order swapped
+    each round).
 
     Each run times itself: an asyncio one inside its running loop, so that
     starting and closing a loop (asyncio.run) is not counted.
     """
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    alive: dict[str, list[int]] = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            took, found = run()
-            times[name].append(took)
-            alive[name].append(found)
-    return {name: [statistics.median(times[name]), min(alive[name])] for name in runs}
+    phases = hogs.phases if hogs is not None else (_hog.QUIET,)
+    times: dict[str, dict[str, list[float]]] = {p: {name: [] for name in runs} for p in phases}
+    alive: dict[str, dict[str, list[int]]] = {p: {name: [] for name in runs} for p in phases}
+    for index in range(rounds):
+        for phase in phases[index % len(phases):] + phases[:index % len(phases)]:
+            if hogs is not None:
+                hogs.phase(phase)
+            for name, run in runs.items():
+                took, found = run()
+                times[phase][name].append(took)
+                alive[phase][name].append(found)
+    if hogs is not None:
+        hogs.pause()
+    return {phase: {name: [statistics.median(times[phase][name]), min(alive[phase][name])]
+                    for name in runs} for phase in phases}
 
 
 def gevent_multiping(addrs: list[str]) -> tuple[float, int]:
@@ -115,7 +131,7 @@ def aio_opens(helper: str, count: int) -> tuple[float, int]:
     return _LOOP.run_until_complete(main())
 
 
-def inside(n: int, opens: int, rounds: int) -> None:
+def inside(n: int, opens: int, rounds: int, hog: int) -> None:
     import gprocket
     from gprocket import _icmp_fast
     if _icmp_fast._speed is None:
@@ -123,25 +139,34 @@ def inside(n: int, opens: int, rounds: int) -> None:
               file=sys.stderr)
     helper = str(Path(gprocket.__file__).parent / "_bin" / "gprocket-helper")
     addrs = targets(n)
-    # icmplib at its best: each concurrency once, the fastest in the rounds.
-    tried = {c: rounds_of({"x": partial(icmplib_multiping, addrs, c)}, 1)["x"][0]
+    # icmplib at its best (quiet): each concurrency once, the fastest in the rounds.
+    tried = {c: rounds_of({"x": partial(icmplib_multiping, addrs, c)}, 1)[_hog.QUIET]["x"][0]
              for c in ICMPLIB_CONCURRENCY}
     best = min(tried, key=lambda c: tried[c])
-    ping = rounds_of({"aio": partial(aio_multiping, addrs),
-                      "gevent": partial(gevent_multiping, addrs),
-                      "icmplib": partial(icmplib_multiping, addrs, best)}, rounds)
-    gevent_opens(helper, 50)  # both brokers started, caches warm
-    aio_opens(helper, 50)
-    acquire = rounds_of({"aio": partial(aio_opens, helper, opens),
-                         "gevent": partial(gevent_opens, helper, opens)}, rounds)
+    with _hog.Hogs(hog) as hogs:
+        ping = rounds_of({"aio": partial(aio_multiping, addrs),
+                          "gevent": partial(gevent_multiping, addrs),
+                          "icmplib": partial(icmplib_multiping, addrs, best)}, rounds, hogs)
+        gevent_opens(helper, 50)  # both brokers started, caches warm
+        aio_opens(helper, 50)
+        acquire = rounds_of({"aio": partial(aio_opens, helper, opens),
+                             "gevent": partial(gevent_opens, helper, opens)}, rounds, hogs)
     print(json.dumps({"n": n, "opens": opens, "rounds": rounds, "icmplib_best": best,
                       "ping": ping, "open": acquire}))
 
 
-def report(got: dict[str, object]) -> None:
-    ping = got["ping"]
-    acquire = got["open"]
-    assert isinstance(ping, dict) and isinstance(acquire, dict)
+def report(got: dict[str, object], hog: int) -> None:
+    pings = got["ping"]
+    acquires = got["open"]
+    assert isinstance(pings, dict) and isinstance(acquires, dict)
+    for phase in pings:
+        load = "quiet" if phase == _hog.QUIET else f"with {hog} hog{'s' if hog > 1 else ''}"
+        print(f"[{load}]")
+        report_phase(got, pings[phase], acquires[phase])
+
+
+def report_phase(got: dict[str, object], ping: dict[str, list[float]],
+                 acquire: dict[str, list[float]]) -> None:
     aio_t, gev_t, lib_t = (ping[k][0] for k in ("aio", "gevent", "icmplib"))
     alive = "/".join(str(ping[k][1]) for k in ("aio", "gevent", "icmplib"))
     print(f"multiping, {got['n']} targets (median of {got['rounds']} rounds, alive "
@@ -165,9 +190,10 @@ def main() -> int:
     parser.add_argument("--opens", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    _hog.add_argument(parser)
     args = parser.parse_args()
     if args.inside:
-        inside(args.targets, args.opens, args.rounds)
+        inside(args.targets, args.opens, args.rounds, args.hog)
         return 0
     if os.geteuid() != 0:
         print("bench/aio.py needs root to create its network namespace", file=sys.stderr)
@@ -183,12 +209,13 @@ def main() -> int:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         proc = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-P", __file__,
                                "--inside", "--targets", str(args.targets), "--opens",
-                               str(args.opens), "--rounds", str(args.rounds)],
+                               str(args.opens), "--rounds", str(args.rounds),
+                               "--hog", str(args.hog)],
                               capture_output=True, text=True, env=env, check=False)
         if proc.returncode != 0:
             print(proc.stdout, proc.stderr, file=sys.stderr)
             return 1
-        report(json.loads(proc.stdout.strip().splitlines()[-1]))
+        report(json.loads(proc.stdout.strip().splitlines()[-1]), args.hog)
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
     return 0

@@ -5,9 +5,12 @@ sockets, and the pure-Python fallback engine) with `fping -i 0` and
 icmplib's multiping (at the best of a few concurrencies), all inside a
 network namespace this script creates (127.0.0.0/8 and a local
 2001:db8::/64 answer echo). Prints the median of REPEAT interleaved runs of
-each, the targets found alive, and the ratios.
+each, the targets found alive, and the ratios. With ``--hog N`` every run is
+also made with N busy processes running (bench/_hog.py: paused for the quiet
+runs, resumed for the loaded ones, interleaved; killed at the end), and each
+row's loaded figures are printed under its quiet ones.
 
-    /opt/gprocket/venv/bin/python bench/ping.py
+    /opt/gprocket/venv/bin/python bench/ping.py [--hog 1]
 
 Needs root (it makes the namespace; inside it everything runs as root).
 """
@@ -27,6 +30,8 @@ import time
 from collections.abc import Callable
 from functools import partial
 
+import _hog
+
 REPEAT = 9
 ICMPLIB_REPEAT = 3
 SIZES = (1000, 10000)
@@ -45,21 +50,30 @@ def timed(run: Callable[[], int]) -> tuple[float, int]:
     return time.perf_counter() - start, alive
 
 
-def interleaved(runs: dict[str, Callable[[], int]],
-                repeat: int = REPEAT) -> dict[str, tuple[float, int]]:
-    """Median wall time of each run and the smallest alive count it saw.
+def interleaved(runs: dict[str, Callable[[], int]], repeat: int = REPEAT,
+                hogs: _hog.Hogs | None = None) -> dict[str, dict[str, tuple[float, int]]]:
+    """Per phase (quiet, and loaded with ``hogs``), the median wall time of
+    each run and the smallest alive count it saw.
 
-    The runs take turns, round after round, so that a slow spell of a shared
-    machine hits them all alike instead of one.
+    The runs take turns, round after round (and phase after phase, the order
+    swapped each round), so that a slow spell of a shared machine hits them
+    all alike instead of one.
     """
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    alive: dict[str, list[int]] = {name: [] for name in runs}
-    for _ in range(repeat):
-        for name, run in runs.items():
-            took, found = timed(run)
-            times[name].append(took)
-            alive[name].append(found)
-    return {name: (statistics.median(times[name]), min(alive[name])) for name in runs}
+    phases = hogs.phases if hogs is not None else (_hog.QUIET,)
+    times: dict[str, dict[str, list[float]]] = {p: {name: [] for name in runs} for p in phases}
+    alive: dict[str, dict[str, list[int]]] = {p: {name: [] for name in runs} for p in phases}
+    for index in range(repeat):
+        for phase in phases[index % len(phases):] + phases[:index % len(phases)]:
+            if hogs is not None:
+                hogs.phase(phase)
+            for name, run in runs.items():
+                took, found = timed(run)
+                times[phase][name].append(took)
+                alive[phase][name].append(found)
+    if hogs is not None:
+        hogs.pause()
+    return {phase: {name: (statistics.median(times[phase][name]), min(alive[phase][name]))
+                    for name in runs} for phase in phases}
 
 
 def run_gprocket(addrs: list[str], kind: str, engine: str) -> int:
@@ -85,44 +99,53 @@ def run_icmplib(addrs: list[str], concurrency: int, privileged: bool) -> int:
     return sum(h.is_alive for h in hosts)
 
 
-def best_icmplib(addrs: list[str]) -> tuple[float, int, str]:
-    """icmplib at its best: every setting tried once, the fastest timed again."""
-    best: tuple[float, int, int, bool] | None = None
-    for concurrency in ICMPLIB_CONCURRENCY:
-        for privileged in (True, False):
-            took, alive = timed(partial(run_icmplib, addrs, concurrency, privileged))
-            if best is None or took < best[0]:
-                best = (took, alive, concurrency, privileged)
-    assert best is not None
-    _, _, concurrency, privileged = best
-    label = f"{concurrency}/{'raw' if privileged else 'dgram'}"
-    again = interleaved({"icmplib": partial(run_icmplib, addrs, concurrency, privileged)},
-                        repeat=ICMPLIB_REPEAT)["icmplib"]
-    return again[0], again[1], label
+def best_icmplib(addrs: list[str], hogs: _hog.Hogs) -> dict[str, tuple[float, int, str]]:
+    """icmplib at its best, per phase: every setting tried once, the fastest timed again."""
+    result = {}
+    for phase in hogs.phases:
+        hogs.phase(phase)
+        best: tuple[float, int, int, bool] | None = None
+        for concurrency in ICMPLIB_CONCURRENCY:
+            for privileged in (True, False):
+                took, alive = timed(partial(run_icmplib, addrs, concurrency, privileged))
+                if best is None or took < best[0]:
+                    best = (took, alive, concurrency, privileged)
+        assert best is not None
+        _, _, concurrency, privileged = best
+        label = f"{concurrency}/{'raw' if privileged else 'dgram'}"
+        again = interleaved({"icmplib": partial(run_icmplib, addrs, concurrency, privileged)},
+                            repeat=ICMPLIB_REPEAT)[_hog.QUIET]["icmplib"]
+        result[phase] = (again[0], again[1], label)
+    hogs.pause()
+    return result
 
 
-def inside() -> None:
+def inside(hog: int) -> None:
     rows = []
-    for family in (4, 6):
-        for n in SIZES:
-            addrs = targets(family, n)
-            with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
-                handle.write("\n".join(addrs) + "\n")
-                path = handle.name
-            try:
-                got = interleaved({
-                    "c_dgram": partial(run_gprocket, addrs, "datagram", "c"),
-                    "c_raw": partial(run_gprocket, addrs, "raw", "c"),
-                    "py_dgram": partial(run_gprocket, addrs, "datagram", "python"),
-                    "fping": partial(run_fping, path),
-                })
-                icmplib_time, icmplib_alive, label = best_icmplib(addrs)
-            finally:
-                os.unlink(path)
-            row: dict[str, object] = {"family": family, "n": n, "icmplib_best": label,
-                                      "icmplib": [icmplib_time, icmplib_alive]}
-            row.update({name: list(value) for name, value in got.items()})
-            rows.append(row)
+    with _hog.Hogs(hog) as hogs:
+        for family in (4, 6):
+            for n in SIZES:
+                addrs = targets(family, n)
+                with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+                    handle.write("\n".join(addrs) + "\n")
+                    path = handle.name
+                try:
+                    got = interleaved({
+                        "c_dgram": partial(run_gprocket, addrs, "datagram", "c"),
+                        "c_raw": partial(run_gprocket, addrs, "raw", "c"),
+                        "py_dgram": partial(run_gprocket, addrs, "datagram", "python"),
+                        "fping": partial(run_fping, path),
+                    }, hogs=hogs)
+                    icmplib = best_icmplib(addrs, hogs)
+                finally:
+                    os.unlink(path)
+                for phase, by_name in got.items():
+                    icmplib_time, icmplib_alive, label = icmplib[phase]
+                    row: dict[str, object] = {"family": family, "n": n, "phase": phase,
+                                              "icmplib_best": label,
+                                              "icmplib": [icmplib_time, icmplib_alive]}
+                    row.update({name: list(value) for name, value in by_name.items()})
+                    rows.append(row)
     print(json.dumps(rows))
 
 
@@ -132,9 +155,9 @@ def _pair(row: dict[str, object], key: str) -> tuple[float, int]:
     return float(value[0]), int(value[1])
 
 
-def report(rows: list[dict[str, object]]) -> None:
-    head = (f"{'family':<6} {'targets':>7} | {'C dgram':>8} {'C raw':>8} {'py dgram':>8} "
-            f"{'fping':>8} {'icmplib':>8} | {'dgram/fping':>11} {'raw/fping':>9} "
+def report(rows: list[dict[str, object]], hog: int) -> None:
+    head = (f"{'family':<6} {'targets':>7} {'load':>7} | {'C dgram':>8} {'C raw':>8} "
+            f"{'py dgram':>8} {'fping':>8} {'icmplib':>8} | {'dgram/fping':>11} {'raw/fping':>9} "
             f"{'icmplib/dgram':>13} {'icmplib/raw':>11} | alive C-d/C-r/py/fping/icmplib"
             f" | icmplib best")
     print(head)
@@ -143,7 +166,8 @@ def report(rows: list[dict[str, object]]) -> None:
         c_dgram, c_raw, py_dgram, fping, icmp_ = (
             _pair(row, k) for k in ("c_dgram", "c_raw", "py_dgram", "fping", "icmplib"))
         ms = [f"{v[0] * 1000:>8.1f}" for v in (c_dgram, c_raw, py_dgram, fping, icmp_)]
-        print(f"IPv{row['family']:<3}  {row['n']:>7} | {' '.join(ms)} | "
+        load = "quiet" if row["phase"] == _hog.QUIET else f"{hog} hog"
+        print(f"IPv{row['family']:<3}  {row['n']:>7} {load:>7} | {' '.join(ms)} | "
               f"{c_dgram[0] / fping[0]:>10.2f}x {c_raw[0] / fping[0]:>8.2f}x "
               f"{icmp_[0] / c_dgram[0]:>12.1f}x {icmp_[0] / c_raw[0]:>10.1f}x | "
               f"{c_dgram[1]}/{c_raw[1]}/{py_dgram[1]}/{fping[1]}/{icmp_[1]}"
@@ -158,9 +182,10 @@ def report(rows: list[dict[str, object]]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    _hog.add_argument(parser)
     args = parser.parse_args()
     if args.inside:
-        inside()
+        inside(args.hog)
         return 0
     if os.geteuid() != 0:
         print("bench/ping.py needs root to create its network namespace", file=sys.stderr)
@@ -179,12 +204,12 @@ def main() -> int:
         env = dict(os.environ)
         env.setdefault("PYTHONPATH", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         proc = subprocess.run(["ip", "netns", "exec", name, sys.executable, __file__,
-                               "--inside"], capture_output=True, text=True, env=env,
-                              check=False)
+                               "--inside", "--hog", str(args.hog)], capture_output=True,
+                              text=True, env=env, check=False)
         if proc.returncode != 0:
             print(proc.stdout, proc.stderr, file=sys.stderr)
             return 1
-        report(json.loads(proc.stdout.strip().splitlines()[-1]))
+        report(json.loads(proc.stdout.strip().splitlines()[-1]), args.hog)
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
     return 0

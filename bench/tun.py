@@ -14,9 +14,12 @@ Every responder uses the same echo_reply() from examples/tun_echo.py, so the
 figures differ only by the I/O path. Needs root (it creates the namespace and
 runs ping -f). The variants run interleaved for several rounds (the flood and
 the responder share the CPUs, so single runs vary); the median of each is
-printed with its ratio to the blocking anchor, all from one run.
+printed with its ratio to the blocking anchor, all from one run. With
+``--hog N`` every round is run quiet and with N busy processes running
+(bench/_hog.py: paused for the quiet runs, resumed for the loaded ones,
+killed at the end), and the loaded figures are printed beside the quiet ones.
 
-    PYTHONPATH=. python bench/tun.py [--count 30000] [--preload 32] [--rounds 5]
+    PYTHONPATH=. python bench/tun.py [--count 30000] [--preload 32] [--rounds 5] [--hog 1]
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import _hog
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
@@ -143,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="runs of each variant")
     parser.add_argument("--preload", type=int, default=32, help="ping -l: requests in flight")
     parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
+    _hog.add_argument(parser)
     args = parser.parse_args(argv)
     if args.serve:
         return serve(args.serve, args.count)
@@ -152,23 +158,36 @@ def main(argv: list[str] | None = None) -> int:
     namespace = f"gpt-bench-{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", namespace], check=True)
     try:
-        runs: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
-        for _ in range(args.rounds):
-            for variant in VARIANTS:
-                runs[variant].append(flood(namespace, variant, args.count, args.preload))
+        with _hog.Hogs(args.hog) as hogs:
+            phases = hogs.phases
+            runs: dict[str, dict[str, list[dict[str, float]]]] = {
+                phase: {v: [] for v in VARIANTS} for phase in phases}
+            for index in range(args.rounds):
+                for phase in phases[index % len(phases):] + phases[:index % len(phases)]:
+                    hogs.phase(phase)
+                    for variant in VARIANTS:
+                        runs[phase][variant].append(
+                            flood(namespace, variant, args.count, args.preload))
     finally:
         subprocess.run(["ip", "netns", "del", namespace], check=False)
-    results = {v: {key: statistics.median(r[key] for r in rs) for key in rs[0]}
-               for v, rs in runs.items()}
-    anchor = results["blocking"]
+    results = {phase: {v: {key: statistics.median(r[key] for r in rs) for key in rs[0]}
+                       for v, rs in by_variant.items()} for phase, by_variant in runs.items()}
     print(f"TUN echo responder, {args.count} ICMP echo requests x {args.rounds} rounds "
           f"(median), ping -f -l {args.preload}")
-    print(f"{'responder':<16}{'pps (responder)':>16}{'ratio':>8}{'pps (ping)':>12}{'ratio':>8}"
-          f"{'ticks':>8}")
-    for variant, r in results.items():
-        print(f"{variant:<16}{r['pps']:>16.0f}{r['pps'] / anchor['pps']:>8.2f}"
-              f"{r['ping_pps']:>12.0f}{r['ping_pps'] / anchor['ping_pps']:>8.2f}"
-              f"{r['ticks']:>8.0f}")
+    head = f"{'responder':<16}"
+    for phase in results:
+        load = "quiet" if phase == _hog.QUIET else f"{args.hog} hog"
+        head += f" | {load + ': pps (responder)':>24}{'ratio':>7}{'pps (ping)':>12}{'ratio':>7}"
+        head += f"{'ticks':>7}"
+    print(head)
+    for variant in VARIANTS:
+        line = f"{variant:<16}"
+        for by_variant in results.values():
+            r, anchor = by_variant[variant], by_variant["blocking"]
+            line += (f" | {r['pps']:>24.0f}{r['pps'] / anchor['pps']:>7.2f}"
+                     f"{r['ping_pps']:>12.0f}{r['ping_pps'] / anchor['ping_pps']:>7.2f}"
+                     f"{r['ticks']:>7.0f}")
+        print(line)
     return 0
 
 

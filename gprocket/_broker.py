@@ -43,7 +43,7 @@ from gevent.hub import Waiter, get_hub
 from gevent.lock import Semaphore
 
 from ._errors import HelperError
-from ._fdpass import receive
+from ._fdpass import Poll, receive
 from ._helper import DEFAULT_TIMEOUT, check_runnable, checked_descriptor, helper_argv
 from ._spawn import Child, spawn
 from ._spec import Request
@@ -54,7 +54,8 @@ __all__ = ["Broker", "check_namespace", "get_broker", "shutdown_all"]
 # How long a reader polls the channel before it parks in the hub. A reply
 # usually comes within ~10 µs, sooner than the hub's wait and the wake-up of a
 # sleeping thread (bench/acquire.py); the hub is held no longer than this per
-# reply. Never with one CPU: the broker needs it to answer.
+# reply, and only while polling pays (_fdpass.Poll: a poll that gives up or
+# loses the CPU suspends polling). Never with one CPU: the broker needs it.
 SPIN_SECONDS = 50e-6
 
 _BROKERS: weakref.WeakSet[Broker] = weakref.WeakSet()
@@ -107,6 +108,7 @@ class _Session:
         # The non-blocking socket under the gevent one (gevent keeps it as _sock).
         self.raw: socket.socket = child.channel._sock
         self.spin = SPIN_SECONDS if len(os.sched_getaffinity(0)) > 1 else 0.0
+        self.poll = Poll(self.spin)
         self.dead: str | None = None
         self.loop = get_hub().loop
         # The broker's exit, noticed while idle (nobody reads the channel
@@ -215,7 +217,7 @@ class _Session:
                 else self.orphans > 0 and self.dead is None
             ):
                 try:
-                    got = receive(self.child.channel, self.spin)
+                    got = receive(self.child.channel, poll=self.poll)
                 except (OSError, HelperError) as err:
                     self.fail(f"the broker channel failed: {err}")
                     return

@@ -36,7 +36,7 @@ from ._socket import disown
 from ._spec import DeviceRequest, Request, SocketRequest, TunRequest
 from ._wire import REPLY_SIZE, Reply, decode_reply
 
-__all__ = ["close_fds", "receive", "verify"]
+__all__ = ["Poll", "close_fds", "receive", "verify"]
 
 # Room for more descriptors than the protocol allows, so extras are seen and closed.
 _MAX_FDS = 16
@@ -58,6 +58,12 @@ _poll = get_original("select", "poll")
 _new_socket = _socket.socket.__new__
 _init_socket = _socket.socket.__init__
 
+# How a poll went (gpf_receive's meta[3]; the Python poll says the same).
+_AT_ONCE, _POLLED, _GAVE_UP = 0, 1, 2
+# A longer gap between two tries of a poll: this thread lost its CPU meanwhile.
+_GAP_SECONDS = 20e-6
+_BACKOFF_MAX = 1024
+
 _speed: Any
 try:
     _speed = importlib.import_module("gprocket._fdpass_speed")
@@ -72,20 +78,63 @@ def close_fds(fds: list[int]) -> None:
         os.close(fd)
 
 
-def receive(channel: gevent.socket.socket, spin: float = 0.0) -> tuple[Reply, int | None] | None:
+class Poll:
+    """Whether the next receive polls before it waits, and for how long.
+
+    Polling pays while the peer has a CPU to answer on: a reply that comes
+    within the window is read without the hub's wait and a thread's
+    wake-up. A poll that gives up (the window passed, or this thread lost
+    its CPU on the way: another process wants it) did not pay, and the next
+    1, 2, 4 ... 1024 receives wait at once; a poll that finds its reply
+    ends the suspension. A reply already queued says nothing either way.
+    See docs/ARCHITECTURE.md "Polling only while it pays".
+    """
+
+    __slots__ = ("backoff", "skip", "window")
+
+    def __init__(self, window: float) -> None:
+        self.window = window  # seconds; 0: never poll
+        self.skip = 0  # receives still to wait for without polling
+        self.backoff = 0  # the suspension after the next poll that does not pay
+
+    def next_window(self) -> float:
+        """How long the next receive polls (0: it waits at once)."""
+        if self.skip:
+            self.skip -= 1
+            return 0.0
+        return self.window
+
+    def record(self, outcome: int) -> None:
+        """Learn from one poll's outcome (_AT_ONCE, _POLLED or _GAVE_UP)."""
+        if outcome == _POLLED:
+            self.backoff = self.skip = 0
+        elif outcome == _GAVE_UP:
+            self.backoff = min(self.backoff * 2 or 1, _BACKOFF_MAX)
+            self.skip = self.backoff
+
+
+def receive(channel: gevent.socket.socket, spin: float = 0.0,
+            poll: Poll | None = None) -> tuple[Reply, int | None] | None:
     """One reply and its descriptor (if any) from ``channel``; None at end of file.
 
-    Polls for up to ``spin`` seconds before it waits cooperatively (the
+    Polls for up to ``spin`` seconds (with ``poll``: as long as it says, and
+    tells it how the poll went) before it waits cooperatively (the
     channel's own timeout applies). Raises HelperError for a malformed,
     truncated or over-furnished message, having closed every descriptor it
     carried.
     """
+    if poll is not None:
+        spin = poll.next_window()
     if _speed is not None:
-        got = _receive_compiled(channel.fileno(), spin)
+        got, outcome = _receive_compiled(channel.fileno(), spin)
+        if poll is not None and spin:
+            poll.record(outcome)
         if got is not None:
             return _judge(*got)
     elif spin:
-        _poll_readable(channel.fileno(), spin)
+        outcome = _poll_readable(channel.fileno(), spin)
+        if poll is not None:
+            poll.record(outcome)
     data, ancdata, flags, _ = channel.recvmsg(REPLY_SIZE + 1, _ANCBUF, MSG_CMSG_CLOEXEC)
     fds: list[int] = []
     foreign = []
@@ -99,16 +148,18 @@ def receive(channel: gevent.socket.socket, spin: float = 0.0) -> tuple[Reply, in
     return _judge(data, fds, flags, foreign)
 
 
-def _receive_compiled(fd: int, spin: float) -> tuple[bytes, list[int], int, list[Any]] | None:
-    """What gpf_receive read, or None when nothing came within ``spin``."""
+def _receive_compiled(fd: int, spin: float
+                      ) -> tuple[tuple[bytes, list[int], int, list[Any]] | None, int]:
+    """What gpf_receive read (None when nothing came within ``spin``), and how the poll went."""
     buf, fds, meta = _scratch()
     size = _speed.lib.gpf_receive(fd, buf, REPLY_SIZE + 1, int(spin * 1e9), fds, meta)
     if size == -errno.EAGAIN:
-        return None
+        return None, meta[3]
     if size < 0:
         raise OSError(-size, os.strerror(-size))
     foreign = [("unknown", "not SCM_RIGHTS")] if meta[2] else []
-    return _speed.ffi.buffer(buf, size)[:], _speed.ffi.unpack(fds, meta[0]), meta[1], foreign
+    return (_speed.ffi.buffer(buf, size)[:], _speed.ffi.unpack(fds, meta[0]), meta[1],
+            foreign), meta[3]
 
 
 def _scratch() -> tuple[Any, Any, Any]:
@@ -117,19 +168,27 @@ def _scratch() -> tuple[Any, Any, Any]:
     if found is None:
         ffi = _speed.ffi
         found = (ffi.new("uint8_t[]", REPLY_SIZE + 1), ffi.new("int[]", _MAX_FDS),
-                 ffi.new("int[3]"))
+                 ffi.new("int[4]"))
         _buffers.scratch = found
     return found
 
 
-def _poll_readable(fd: int, spin: float) -> None:
-    """Without the compiled module: poll until ``fd`` is readable or ``spin`` has passed."""
+def _poll_readable(fd: int, spin: float) -> int:
+    """Without the compiled module: poll until ``fd`` is readable, ``spin`` has
+    passed or this thread lost its CPU; how the poll went."""
     poller = _poll()
     poller.register(fd, select.POLLIN)
     poll, clock = poller.poll, time.perf_counter
-    deadline = clock() + spin
-    while not poll(0) and clock() < deadline:
-        pass
+    if poll(0):
+        return _AT_ONCE
+    last = clock()
+    deadline = last + spin
+    while not poll(0):
+        now = clock()
+        if now >= deadline or now - last > _GAP_SECONDS:
+            return _GAVE_UP
+        last = now
+    return _POLLED
 
 
 def _judge(data: bytes, fds: list[int], flags: int,

@@ -10,10 +10,11 @@ Without the compiled module ``gprocket._fdpass`` does the same in Python
 
 Two calls, both non-blocking and neither trusting the peer:
 
-- ``gpf_receive`` reads one reply, polling for up to ``spin_ns`` first, and
-  hands back its bytes, every descriptor it carried (close-on-exec from the
-  first instant) and the flags that say whether anything was cut. It does
-  not judge: ``_fdpass`` applies the same rules to both paths.
+- ``gpf_receive`` reads one reply, polling for up to ``spin_ns`` first (and
+  giving up early when it loses its CPU meanwhile), and hands back its
+  bytes, every descriptor it carried (close-on-exec from the first instant),
+  the flags that say whether anything was cut, and how the poll went. It
+  does not judge: ``_fdpass`` applies the same rules to both paths.
 - ``gpf_check_inet`` answers "is this exactly the IPv4/IPv6 socket that was
   asked for?" with one call instead of six Python ones. It only ever says
   yes or no; on no, ``_fdpass`` runs its Python checks, which name what
@@ -45,6 +46,8 @@ SOURCE = r"""
 #include <net/if.h>
 
 #define GPF_MAXFDS 16
+#define GPF_GAP_NS 20000
+enum { GPF_AT_ONCE, GPF_POLLED, GPF_GAVE_UP };
 
 static int64_t now_ns(void)
 {
@@ -55,8 +58,11 @@ static int64_t now_ns(void)
 
 /* One message, its length or -errno (-EAGAIN: none within spin_ns). meta gets
    [descriptor count, msg_flags, 1 if a control message other than
-   SCM_RIGHTS came]. Room for GPF_MAXFDS descriptors: more than the protocol
-   allows, so extras are seen (and closed by the caller). */
+   SCM_RIGHTS came, how the poll went: GPF_AT_ONCE (found at the first try),
+   GPF_POLLED (found while polling) or GPF_GAVE_UP (with -EAGAIN: the window
+   passed, or this thread lost its CPU on the way, a gap between two tries
+   of more than GPF_GAP_NS)]. Room for GPF_MAXFDS descriptors: more than the
+   protocol allows, so extras are seen (and closed by the caller). */
 int gpf_receive(int fd, uint8_t *buf, int cap, int64_t spin_ns, int *fds, int *meta)
 {
     union {
@@ -66,8 +72,9 @@ int gpf_receive(int fd, uint8_t *buf, int cap, int64_t spin_ns, int *fds, int *m
     struct iovec iov = { buf, (size_t)cap };
     struct msghdr mh;
     struct cmsghdr *c;
-    int64_t deadline = 0;
+    int64_t deadline = 0, last = 0, now;
     ssize_t n;
+    meta[3] = GPF_AT_ONCE;
     for (;;) {
         memset(&mh, 0, sizeof mh);
         mh.msg_iov = &iov, mh.msg_iovlen = 1;
@@ -76,8 +83,16 @@ int gpf_receive(int fd, uint8_t *buf, int cap, int64_t spin_ns, int *fds, int *m
         if (n >= 0) break;
         if (errno == EINTR) continue;
         if (errno != EAGAIN) return -errno;
-        if (!deadline) deadline = now_ns() + spin_ns;
-        else if (now_ns() >= deadline) return -EAGAIN;
+        if (!spin_ns) return -EAGAIN;
+        now = now_ns();
+        if (!deadline) {
+            deadline = now + spin_ns;
+            meta[3] = GPF_POLLED;
+        } else if (now >= deadline || now - last > GPF_GAP_NS) {
+            meta[3] = GPF_GAVE_UP;
+            return -EAGAIN;
+        }
+        last = now;
     }
     meta[0] = 0, meta[1] = mh.msg_flags, meta[2] = 0;
     for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {

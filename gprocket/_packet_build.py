@@ -18,6 +18,10 @@ int gpk_walk_block(const uint8_t *block, uint32_t *start, uint32_t *end, int max
 int gpk_block_meta(const uint8_t *block, uint32_t *meta, int max);
 long gpk_block_to_pcap(const uint8_t *block, uint8_t *dst, size_t cap, uint32_t snaplen,
                        int nsec, uint32_t *count, uint64_t *bytes);
+struct iovec { void *iov_base; size_t iov_len; };
+int gpk_block_write(int fd, const uint8_t *block, uint32_t snaplen, int nsec, uint32_t limit,
+                    uint8_t *stage, size_t stage_cap, struct iovec *iov, int iov_cap,
+                    uint32_t *count);
 int gpk_send_batch(int fd, const uint8_t *buf, const uint32_t *lens, int n, size_t *used);
 int gpk_tx_fill(uint8_t *ring, uint32_t frame_size, uint32_t frame_nr, uint32_t *cursor,
                 const uint8_t *buf, const uint32_t *lens, int n, size_t *used, int vnet);
@@ -111,6 +115,94 @@ long gpk_block_to_pcap(const uint8_t *block, uint8_t *dst, size_t cap, uint32_t 
     }
     *count += i;
     return (long)pos;
+}
+
+/* A frame this short (caplen) is copied next to its record header in the
+   staging buffer, so a run of them leaves as one segment; a longer one is
+   written from the ring itself, after its header. */
+#define GPK_STAGE_PER_FRAME 256
+
+/* Write all of iov[0..n) to fd (retrying short writes and EINTR); 0 or -errno. */
+static int write_all(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t done = writev(fd, iov, n);
+        if (done < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        while (n > 0 && (size_t)done >= iov->iov_len) {
+            done -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + done;
+            iov->iov_len -= (size_t)done;
+        }
+    }
+    return 0;
+}
+
+/* Append a segment, merging it with the previous one when they touch. */
+static void add_segment(struct iovec *iov, int *n, const uint8_t *base, size_t len)
+{
+    if (*n > 0 && (const uint8_t *)iov[*n - 1].iov_base + iov[*n - 1].iov_len == base) {
+        iov[*n - 1].iov_len += len;
+        return;
+    }
+    iov[*n].iov_base = (void *)base;
+    iov[*n].iov_len = len;
+    (*n)++;
+}
+
+/* One TPACKET_V3 block -> pcap records (at most limit frames) written to fd,
+   one writev per stage_cap bytes of records (a single longer record goes
+   alone) or iov_cap segments, with no work per frame outside this loop.
+   stage_cap >= 16 + GPK_STAGE_PER_FRAME, iov_cap >= 2. Returns frames
+   written (also in *count), or -errno with *count the frames written before
+   the failed call. */
+int gpk_block_write(int fd, const uint8_t *block, uint32_t snaplen, int nsec, uint32_t limit,
+                    uint8_t *stage, size_t stage_cap, struct iovec *iov, int iov_cap,
+                    uint32_t *count)
+{
+    uint32_t off, n = frame_count(block, &off), i;
+    const struct tpacket3_hdr *h;
+    size_t pos = 0, queued = 0; /* bytes staged; bytes of records in iov */
+    int segs = 0, rc;
+    *count = 0;
+    for (i = 0; i < n && i < limit && (h = next_frame(block, &off)); i++) {
+        struct pcap_rec r;
+        const uint8_t *data = (const uint8_t *)h + h->tp_mac;
+        r.caplen = h->tp_snaplen < snaplen ? h->tp_snaplen : snaplen;
+        r.sec = h->tp_sec;
+        r.frac = nsec ? h->tp_nsec : h->tp_nsec / 1000;
+        r.len = h->tp_len;
+        /* Staged bytes never exceed queued ones: the stage cannot overflow. */
+        if (segs && (segs + 2 > iov_cap || queued + sizeof(r) + r.caplen > stage_cap)) {
+            if ((rc = write_all(fd, iov, segs)) < 0)
+                return rc;
+            *count = i;
+            segs = 0;
+            pos = queued = 0;
+        }
+        queued += sizeof(r) + r.caplen;
+        memcpy(stage + pos, &r, sizeof(r));
+        if (r.caplen <= GPK_STAGE_PER_FRAME) {
+            memcpy(stage + pos + sizeof(r), data, r.caplen);
+            add_segment(iov, &segs, stage + pos, sizeof(r) + r.caplen);
+            pos += sizeof(r) + r.caplen;
+        } else {
+            add_segment(iov, &segs, stage + pos, sizeof(r));
+            pos += sizeof(r);
+            add_segment(iov, &segs, data, r.caplen);
+        }
+    }
+    if (segs && (rc = write_all(fd, iov, segs)) < 0)
+        return rc;
+    *count = i;
+    return (int)i;
 }
 
 /* UIO_MAXIOV: the most messages one sendmmsg call takes. */

@@ -733,23 +733,59 @@ static void reply(uint32_t id, const struct gp_status *st, int fd, const char *i
 	if (n != (ssize_t)sizeof out) _exit(EX_IO);
 }
 
-/* A broker polls for up to spin_ns before it sleeps: a burst's next request
- * usually comes within microseconds, sooner than a sleep and wake-up pair on a
- * virtual CPU (bench/acquire.py). Not with one CPU: the client needs it. */
-static ssize_t next_request(struct msghdr *mh, long spin_ns)
+/* Monotonic nanoseconds, or -1 if the clock cannot be read (then no poll window). */
+static long now_ns(void)
 {
-	struct timespec t0, t;
+	struct timespec ts;
+	if (clock_gettime(CLOCK_MONOTONIC, &ts)) return -1;
+	return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* Non-blocking tries for up to 50 µs; gives up early when the CPU was lost
+ * (tries more than 20 µs apart): then the client is not running either.
+ * Gives up with -1 and errno EAGAIN. *waited says whether a try came back
+ * empty: a request queued at the first try says nothing about polling. */
+static ssize_t poll_request(struct msghdr *mh, int *waited)
+{
+	long start = now_ns();
+	long last = start;
+	*waited = 0;
+	for (;;) {
+		ssize_t n = recvmsg(0, mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		if (n >= 0 || errno != EAGAIN) return n;
+		*waited = 1;
+		long t = now_ns();
+		if (start < 0 || t < 0 || t - last >= 20000 || t - start >= 50000) {
+			errno = EAGAIN;
+			return -1;
+		}
+		last = t;
+	}
+}
+
+/* Poll for the next request while polls pay (../docs/ARCHITECTURE.md): a poll
+ * that gives up skips the next 1, 2, 4 ... 1024 polls; one that finds resets. */
+static ssize_t next_request(struct msghdr *mh, int may_poll)
+{
+	static unsigned skip;
+	static unsigned backoff;
+	int waited;
 	ssize_t n;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while ((n = recvmsg(0, mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT)) < 0 && errno == EAGAIN &&
-	       !clock_gettime(CLOCK_MONOTONIC, &t) &&
-	       (t.tv_sec - t0.tv_sec) * 1000000000L + t.tv_nsec - t0.tv_nsec < spin_ns)
-		;
-	return n < 0 && errno == EAGAIN ? recvmsg(0, mh, MSG_CMSG_CLOEXEC) : n;
+	if (!may_poll || skip) {
+		if (skip) skip--;
+		return recvmsg(0, mh, MSG_CMSG_CLOEXEC);
+	}
+	n = poll_request(mh, &waited);
+	if (n >= 0 && waited) backoff = 0;
+	if (n >= 0 || errno != EAGAIN) return n;
+	backoff = backoff ? 2 * backoff : 1;
+	if (backoff > 1024) backoff = 1024;
+	skip = backoff;
+	return recvmsg(0, mh, MSG_CMSG_CLOEXEC);
 }
 
 /* One loop for both modes: one-shot is the broker stopped after one request. */
-static void serve(int broker, long spin_ns)
+static void serve(int broker, int may_poll)
 {
 	static uint8_t in[GP_REQ_SIZE + 1];
 	int malformed = 0;
@@ -759,7 +795,7 @@ static void serve(int broker, long spin_ns)
 		struct gp_status st;
 		struct gp_req r;
 		int fd = -1;
-		ssize_t n = next_request(&mh, spin_ns);
+		ssize_t n = next_request(&mh, may_poll);
 		if (n == 0) _exit(0);
 		if (n < 0 && errno == EINTR) continue;
 		if (n < 0) _exit(EX_IO);
@@ -861,7 +897,7 @@ int main(int argc, char **argv)
 	const char *selftest = NULL;
 	char sudo_uid[16] = "";
 	struct stat ts;
-	long spin_ns;
+	int may_poll;
 	if (argc == 2 && !strcmp(argv[1], "--version"))
 		return puts("gprocket-helper 1") < 0 || fflush(stdout);
 	if (check || report) i = 2;
@@ -897,10 +933,11 @@ int main(int argc, char **argv)
 	if (check) return check_policy();
 	/* After the drop: a credential change would have reset it. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) || getppid() != ppid) _exit(EX_CHANNEL);
-	spin_ns = broker && !sched_getaffinity(0, sizeof cpus, &cpus) && CPU_COUNT(&cpus) > 1;
-	spin_ns *= 50000;
+	/* Read before the sandbox, which has no sched_getaffinity. One CPU: never poll,
+	 * the client needs it. */
+	may_poll = broker && !sched_getaffinity(0, sizeof cpus, &cpus) && CPU_COUNT(&cpus) > 1;
 	/* Last before the first read: from here on only the request loop's calls work. */
 	gp_sandbox_apply(&sb, 0, EX_SANDBOX);
-	serve(broker, spin_ns);
+	serve(broker, may_poll);
 	return 0;
 }

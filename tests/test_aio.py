@@ -205,6 +205,37 @@ def test_replies_of_cancelled_requests_are_read_and_closed() -> None:
     assert out["end"] == out["before"]
 
 
+def test_late_replies_suspend_polling_as_in_the_gevent_client() -> None:
+    """The aio session polls by the same rule as the gevent client
+    (_fdpass.Poll, docs/ARCHITECTURE.md "Polling only while it pays"): a
+    reply later than the 50 µs window suspends polling for 1, then 2
+    requests; with one CPU there is no polling at all."""
+    async def main() -> tuple[float, list[tuple[int, int]]]:
+        loop = asyncio.get_running_loop()
+        session = _peer_session(loop, 0.01)
+        request = gprocket.SocketRequest(0, protocol="udp", ip="127.0.0.1")
+        from gprocket._wire import encode_request
+
+        states = []
+        for _ in range(3):
+            rid = session.next_id()
+            _reply, fd = await session.call(encode_request(request, rid), rid)
+            assert fd is not None
+            os.close(fd)
+            states.append((session.poll.skip, session.poll.backoff))
+        session.fail("closed")
+        assert session.reaper is not None
+        await session.reaper
+        return session.poll.window, states
+
+    window, states = run(main())
+    if len(os.sched_getaffinity(0)) > 1:
+        # Polled and gave up; waited at once (the suspension used); polled, gave up again.
+        assert (window, states) == (50e-6, [(1, 1), (0, 1), (2, 2)])
+    else:
+        assert (window, states) == (0.0, [(0, 0)] * 3)
+
+
 def test_a_broker_that_stops_answering_fails_its_requests_in_time() -> None:
     async def main() -> tuple[str, float]:
         loop = asyncio.get_running_loop()

@@ -36,7 +36,7 @@ import threading
 
 from .._broker import SPIN_SECONDS, check_namespace
 from .._errors import HelperError
-from .._fdpass import receive
+from .._fdpass import Poll, receive
 from .._helper import DEFAULT_TIMEOUT, check_runnable, checked_descriptor, helper_argv
 from .._spec import Request
 from .._wire import Reply, encode_request
@@ -71,22 +71,23 @@ class _Session:
         self.dead: str | None = None
         self.fd = child.channel.fileno()
         self.reaper: asyncio.Task[None] | None = None
-        # As the gevent client does (docs/ARCHITECTURE.md "Polling before
-        # sleeping"): a lone request polls briefly for its reply before it
-        # parks; never with one CPU, where the broker needs it to answer.
-        self.spin = SPIN_SECONDS if len(os.sched_getaffinity(0)) > 1 else 0.0
+        # As the gevent client does (docs/ARCHITECTURE.md "Polling only while
+        # it pays"): a lone request polls briefly for its reply before it
+        # parks, while polls find replies; never with one CPU, where the
+        # broker needs it to answer.
+        self.poll = Poll(SPIN_SECONDS if len(os.sched_getaffinity(0)) > 1 else 0.0)
         loop.add_reader(self.fd, self._readable)
 
     def next_id(self) -> int:
         return next(self.ids) & 0xFFFFFFFF or next(self.ids)
 
-    def _readable(self, spin: float = 0.0) -> None:
+    def _readable(self, poll: Poll | None = None) -> None:
         """The reader callback: hand every queued reply to its request's future
-        (the first read polls up to ``spin`` seconds for one to come)."""
+        (with ``poll``, the first read polls for one to come as long as it says)."""
         while self.dead is None:
             try:
-                got = receive(self.child.channel, spin)
-                spin = 0.0
+                got = receive(self.child.channel, poll=poll)
+                poll = None
             except BlockingIOError:
                 return
             except (OSError, HelperError) as err:
@@ -142,8 +143,8 @@ class _Session:
             except OSError as err:
                 self.fail(f"cannot send to the broker: {err}")
                 raise HelperError(f"cannot send to the broker: {err}") from err
-            if self.spin and len(self.pending) == 1:
-                self._readable(self.spin)
+            if self.poll.window and len(self.pending) == 1:
+                self._readable(self.poll)
             if not future.done() and self.watchdog is None:
                 self.watchdog = self.loop.call_later(min(self.timeout / 4, 1.0), self._watch)
             return await future

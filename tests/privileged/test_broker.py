@@ -265,9 +265,9 @@ def test_broker_polls_briefly_only_with_a_cpu_to_spare_and_then_sleeps(
     cpus: str, unpriv_user: priv.User, netns: priv.Netns, installed_helper, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     """After a reply both sides may poll for the next message for a few tens
-    of microseconds (bench/acquire.py), but never with a single CPU, where
-    polling would only keep the other side from running, and never for long:
-    an idle broker sleeps in a blocking recvmsg."""
+    of microseconds (bench/acquire.py) while polling pays, but never with a
+    single CPU, where polling would only keep the other side from running,
+    and never for long: an idle broker sleeps in a blocking recvmsg."""
     if cpus == "all":
         assert len(os.sched_getaffinity(0)) >= 2, "this test needs a machine with two CPUs"
     helper = installed_helper("setuid", RAW_POLICY)
@@ -279,8 +279,7 @@ def test_broker_polls_briefly_only_with_a_cpu_to_spare_and_then_sleeps(
         _wait_idle(pid)
         assert _blocked_in_recvmsg(pid)
         if cpus == "one":
-            # Each request may find the channel empty once (a non-blocking
-            # try, then the blocking call), never more: no polling loop.
+            # No poll at all: not even one non-blocking try, only blocking calls.
             trace = tmp_path / "recvmsg.strace"
             tracer = subprocess.Popen(["strace", "-qq", "-p", str(pid), "-e", "trace=recvmsg",
                                        "-o", str(trace)], stderr=subprocess.PIPE)
@@ -297,9 +296,11 @@ def test_broker_polls_briefly_only_with_a_cpu_to_spare_and_then_sleeps(
                 tracer.send_signal(signal.SIGINT)
                 tracer.communicate(timeout=10)
             calls = trace.read_text().splitlines()
-            tries = [line for line in calls if "MSG_DONTWAIT" in line and "EAGAIN" in line]
-            assert len([line for line in calls if "GPRQ" in line]) >= 20, calls
-            assert len(tries) <= 21, calls
+            tries = [line for line in calls if "MSG_DONTWAIT" in line]
+            # 20 requests; the call that was blocked when strace attached may go
+            # unreported (the old helper's trace missed it too, now and then).
+            assert len([line for line in calls if "GPRQ" in line]) >= 19, calls
+            assert tries == [], calls
         else:
             client.go()
             assert client.read() == {"done": True}

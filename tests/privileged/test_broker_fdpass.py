@@ -127,15 +127,16 @@ def test_end_of_file_is_none(channel) -> None:  # type: ignore[no-untyped-def]
     assert receive(client, spin=50e-6) is None
 
 
-def test_a_reply_later_than_the_poll_window_is_waited_for_cooperatively(channel) -> None:  # type: ignore[no-untyped-def]
-    client, peer = channel
+def _late_reply(client: gevent.socket.socket, peer: socket.socket,
+                poll: _fdpass.Poll | None = None) -> int:
+    """One receive (polling 50 µs, or as ``poll`` says) whose reply is sent
+    only after the hub has run a ticker greenlet ten times: a receive that
+    kept the hub (polling on) would never get it and would fail on the
+    channel's timeout. Returns how many times the ticker ran."""
     sock = _udp()
     ticks = []
 
     def ticker() -> None:
-        # The reply is sent only after the hub has run this greenlet ten
-        # times: a receive that kept the hub (polling on) would never get it
-        # and would fail on the channel's timeout.
         while True:
             ticks.append(1)
             if len(ticks) == 10:
@@ -144,12 +145,39 @@ def test_a_reply_later_than_the_poll_window_is_waited_for_cooperatively(channel)
 
     beat = gevent.spawn(ticker)
     try:
-        got = receive(client, spin=50e-6)
+        got = receive(client, spin=50e-6, poll=poll)
     finally:
         beat.kill()
     assert got is not None and got[0].ok and got[1] is not None
-    assert len(ticks) >= 10
     os.close(got[1])
+    sock.close()
+    return len(ticks)
+
+
+def test_a_reply_later_than_the_poll_window_is_waited_for_cooperatively(channel) -> None:  # type: ignore[no-untyped-def]
+    assert _late_reply(*channel) >= 10
+
+
+def test_polls_that_give_up_suspend_polling_for_longer_and_longer(channel) -> None:  # type: ignore[no-untyped-def]
+    """A poll that gives up (the reply came after the window) did not pay:
+    the next receives wait at once, 1, then 2, then 4 of them; a reply
+    already queued when the receive starts proves nothing and changes nothing."""
+    client, peer = channel
+    poll = _fdpass.Poll(50e-6)
+    sock = _udp()
+    _send(peer, OK, [sock.fileno()])
+    got = receive(client, poll=poll)
+    assert got is not None and got[1] is not None
+    os.close(got[1])
+    assert (poll.skip, poll.backoff) == (0, 0)
+    for backoff in (1, 2, 4):
+        _late_reply(client, peer, poll)
+        assert (poll.skip, poll.backoff) == (backoff, backoff)
+        for left in range(backoff, 0, -1):
+            # Suspended: no poll, so even a late reply leaves the rule as it was.
+            assert poll.next_window() == 0.0
+            assert poll.skip == left - 1
+    assert poll.next_window() == 50e-6
     sock.close()
 
 

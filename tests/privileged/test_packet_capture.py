@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -20,9 +21,9 @@ from typing import Any
 
 import pytest
 from support import privileged as priv
-from support.lab import VethLab, ether_frame, listening, trafgen_config, veth_lab
+from support.lab import VethLab, ether_frame, inside, listening, trafgen_config, veth_lab
 
-from gprocket import pcap
+from gprocket import pcap, ring
 
 pytestmark = pytest.mark.privileged
 
@@ -274,6 +275,36 @@ def test_sniff_pcap_read_by_tcpdump_tshark_scapy(lab: VethLab, helper: Path,
     from scapy.utils import rdpcap
     packets = rdpcap(str(target))
     assert [bytes(p) for p in packets] == [frame] * 300
+
+
+def test_sniff_snap_length_and_count_ending_inside_a_block(lab: VethLab, helper: Path,
+                                                            unpriv_user: priv.User,
+                                                            user_dir: Path) -> None:
+    """-s and -c with frames on both sides of the compiled writer's staging
+    limit (256 bytes) and of the snap length: the count ends inside a ring
+    block, and tcpdump, tshark and our reader see the frames cut as asked."""
+    target = user_dir / "cut.pcap"
+    proc = _start(unpriv_user, lab, helper, "",
+                  argv=[priv.VENV_PYTHON, "-m", "gprocket.cli", "sniff", "-i", lab.if_a,
+                        "-c", "250", "-s", "300", "-w", str(target)])
+    _wait_line(proc, "stderr", "listening on")
+    frames = [_frame(lab, payload=i.to_bytes(4, "big") * (1 + i * 37 % 360)) for i in range(400)]
+    with inside(lab.ns_b):
+        sender = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    with sender:
+        sender.bind((lab.if_b, 0))
+        # One burst: the 400 frames fill one block, of which -c keeps 250.
+        ring.BatchSender(sender).send(frames)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "250 packets captured" in err
+    assert _tcpdump_read(target) == [len(f) for f in frames[:250]]
+    tshark = subprocess.run(["tshark", "-r", str(target), "-T", "fields", "-e", "frame.cap_len"],
+                            check=True, capture_output=True, text=True).stdout.split()
+    assert [int(x) for x in tshark] == [min(len(f), 300) for f in frames[:250]]
+    header, records = pcap.read_pcap(target)
+    assert header.snaplen == 300 and not header.nanosecond
+    assert [r.data for r in records] == [f[:300] for f in frames[:250]]
 
 
 def test_sniff_sigint_leaves_complete_pcap(lab: VethLab, helper: Path, unpriv_user: priv.User,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 import gevent
 import gevent.socket
@@ -171,6 +173,60 @@ def test_pcap_records_equal_the_writer(
             stamps = [(r.sec, r.frac) for r in records]
             metas = [(r.sec, r.nsec if nano else r.nsec // 1000) for r in block.records()]
             assert stamps == metas
+    _drain(rx_ring)
+
+
+def _per_frame_pcap(path: Path, block: ring.Block, snaplen: int, nano: bool,
+                    limit: int | None) -> bytes:
+    """The file PcapWriter.write makes from the block's records, one call per frame."""
+    with pcap.PcapWriter(path, snaplen=snaplen, nanosecond=nano) as writer:
+        for r in block.records()[:limit]:
+            writer.write(r.data, r.sec, r.nsec if nano else r.nsec // 1000, r.wire_len)
+    return path.read_bytes()
+
+
+@pytest.fixture(params=[ring._PCAP_WRITE, 1024])
+def write_size(request: pytest.FixtureRequest, impl: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Bytes of records per writev, with each implementation."""
+    monkeypatch.setattr(ring, "_PCAP_WRITE", request.param)
+    return int(request.param)
+
+
+def test_write_block_makes_the_file_per_frame_writes_make(
+        write_size: int, lab: VethLab, rx: tuple[socket.socket, ring.RxRing],
+        tx: socket.socket, tmp_path: Path) -> None:
+    """A block written straight from the ring (compiled: short frames staged
+    beside their headers, long ones gathered from the ring, one writev per
+    write_size bytes: with 1024 a block takes many, and the longest frames
+    go alone) is byte for byte the file of one PcapWriter.write per frame:
+    every snap length (none cut, long ones cut, all cut), both timestamp
+    units, whole blocks and a count that ends inside one; also into a file
+    object."""
+    _, rx_ring = rx
+    # 14 + 4 * (1 .. 360) bytes (within the MTU): both sides of the 256-byte staging limit.
+    frames = [ether_frame(lab.mac_a, lab.mac_b, 0x88B5, struct.pack("!I", i) * (1 + i * 37 % 360))
+              for i in range(40)]
+    ring.BatchSender(tx).send(frames)
+    block = rx_ring.next_block(timeout=5)
+    assert block is not None
+    with block:
+        assert block.count > 3
+        for snaplen in (262144, 300, 40):
+            for nano in (False, True):
+                for limit in (None, 3):
+                    want = _per_frame_pcap(tmp_path / "want.pcap", block, snaplen, nano, limit)
+                    with pcap.PcapWriter(tmp_path / "got.pcap", snaplen=snaplen,
+                                         nanosecond=nano) as writer:
+                        wrote = writer.write_block(block, limit)
+                    assert wrote == (block.count if limit is None else limit)
+                    assert writer.count == wrote
+                    assert (tmp_path / "got.pcap").read_bytes() == want
+                    memory = io.BytesIO()
+                    with pcap.PcapWriter(memory, snaplen=snaplen, nanosecond=nano) as writer:
+                        assert writer.write_block(block, limit) == wrote
+                    assert memory.getvalue() == want
+    with pytest.raises(ValueError, match="already released"):
+        block.write_pcap(0, 100)
     _drain(rx_ring)
 
 

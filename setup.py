@@ -25,12 +25,13 @@ class BuildWithHelper(build_py):
         shutil.copy2(HELPER, target / HELPER.name)
 
 
-# Each gprocket/_*_build.py and the module it builds: _icmp_speed (multiping's
-# loop), _packet_speed (ring and batch loops), _fdpass_speed (reply receive).
+# Each builder and the module it builds beside it: icmp/_speed (multiping's
+# loop), packet/_speed (ring and batch loops), _channel/_fdpass_speed (reply
+# receive and descriptor check).
 CFFI_MODULES = [
-    "gprocket/_icmp_build.py:ffibuilder",
-    "gprocket/_packet_build.py:ffibuilder",
-    "gprocket/_fdpass_build.py:ffibuilder",
+    "gprocket/icmp/_build.py:ffibuilder",
+    "gprocket/packet/_build.py:ffibuilder",
+    "gprocket/_channel/fdpass_build.py:ffibuilder",
 ]
 
 

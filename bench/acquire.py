@@ -133,8 +133,8 @@ def summarize_rounds(rounds: list[list[float]]) -> dict[str, float]:
 def bench_root(scale: float, hogs: _hog.Hogs) -> dict[str, dict[str, float]]:
     import _prctl
 
-    from gprocket._caps import drop_effective, read_sets
     from gprocket._ladder import CapabilitiesStrategy, PlainStrategy
+    from gprocket._ladder.caps import drop_effective, read_sets
     from gprocket._spec import SocketRequest
 
     request = SocketRequest(53, protocol="udp", ip="127.0.0.1")
@@ -252,8 +252,8 @@ def bench_subprocess(helper: str, scale: float, hogs: _hog.Hogs) -> dict[str, ob
     child of the process it runs in, which would tax the other variants."""
     import gevent
 
+    from gprocket._channel.wire import encode_request
     from gprocket._spec import SocketRequest
-    from gprocket._wire import encode_request
 
     gevent.sleep(0)
     message = encode_request(SocketRequest(53, protocol="udp", ip="127.0.0.1"), 1)
@@ -272,10 +272,10 @@ def checkpoint(pid: int | None) -> None:
 def bench_user(helper: str, bare: str, scale: float, hogs: _hog.Hogs) -> dict[str, object]:
     import gevent
 
-    from gprocket._broker import Broker
-    from gprocket._helper import one_shot
+    from gprocket._channel.wire import encode_request
+    from gprocket._ladder.broker import Broker
+    from gprocket._ladder.helper import one_shot
     from gprocket._spec import SocketRequest
-    from gprocket._wire import encode_request
 
     gevent.sleep(0)
     # The same work for every variant (a udp socket bound to a low port on
@@ -353,7 +353,7 @@ def bench_user(helper: str, bare: str, scale: float, hogs: _hog.Hogs) -> dict[st
 def bench_sudo(helper: str, scale: float, hogs: _hog.Hogs) -> dict[str, object]:
     import gevent
 
-    from gprocket._helper import one_shot
+    from gprocket._ladder.helper import one_shot
     from gprocket._spec import SocketRequest
 
     gevent.sleep(0)

@@ -133,9 +133,9 @@ def aio_opens(helper: str, count: int) -> tuple[float, int]:
 
 def inside(n: int, opens: int, rounds: int, hog: int) -> None:
     import gprocket
-    from gprocket import _icmp_fast
-    if _icmp_fast._speed is None:
-        print("note: gprocket._icmp_speed is not built: both fronts use the Python engine",
+    from gprocket.icmp import _fast
+    if _fast._speed is None:
+        print("note: gprocket.icmp._speed is not built: both fronts use the Python engine",
               file=sys.stderr)
     helper = str(Path(gprocket.__file__).parent / "_bin" / "gprocket-helper")
     addrs = targets(n)

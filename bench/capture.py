@@ -45,7 +45,7 @@ import gevent
 import gevent.socket
 import gevent.subprocess
 
-from gprocket import ring
+from gprocket.packet import ring
 
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parent.parent
@@ -84,7 +84,7 @@ def packet_socket(ns: str) -> socket.socket:
 
 
 def kernel_drops(sock: socket.socket) -> int:
-    from gprocket import lowlevel
+    from gprocket.packet import lowlevel
     _, drops = lowlevel.getsockopt(sock, "PACKET_STATISTICS")
     return int(drops)
 

@@ -174,7 +174,7 @@ def report(rows: list[dict[str, object]], hog: int) -> None:
               f" | {row['icmplib_best']}")
     print(f"\ntimes in ms, median of {REPEAT} interleaved runs each (icmplib: "
           f"{ICMPLIB_REPEAT}, at the fastest of {len(ICMPLIB_CONCURRENCY) * 2} settings "
-          "tried once). C: the compiled engine (gprocket._icmp_speed); py: the pure-Python "
+          "tried once). C: the compiled engine (gprocket.icmp._speed); py: the pure-Python "
           "fallback. x/fping: gprocket's time as a fraction of fping's (target <= 0.8); "
           "icmplib/x: how many times faster than icmplib (target >= 8).")
 

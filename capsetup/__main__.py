@@ -18,8 +18,8 @@ from capsetup.pinggroup import SYSCTL_DIR
 from capsetup.status import Status, status
 from capsetup.sudoers import install_sudoers
 from capsetup.systemd import parse_listen, render_units
-from gprocket._filecaps import cap_mask, cap_names
-from gprocket._policy import load_policy
+from gprocket.admin.filecaps import cap_mask, cap_names
+from gprocket.admin.policy import load_policy
 
 __all__ = ["main"]
 

@@ -1,7 +1,7 @@
 """Atomic writes of privileged files.
 
 The safety checks of where such a file may live are the library's
-(gprocket/_install_checks.py), shared with doctor and the helper's rules.
+(gprocket/admin/locations.py), shared with doctor and the helper's rules.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from capsetup._fs import atomic_write
-from gprocket._install_checks import chain_problems, nearest_existing
+from gprocket.admin.locations import chain_problems, nearest_existing
 
 __all__ = [
     "DEFAULT_GROUP",

@@ -29,14 +29,14 @@ from capsetup._layout import (
     packaged_helper,
     require_root,
 )
-from gprocket._filecaps import (
+from gprocket.admin.filecaps import (
     FileCaps,
     apply_file_caps,
     packaged_file_caps,
     read_file_caps,
 )
-from gprocket._install_checks import mount_of, nearest_existing
-from gprocket._policy import DEFAULT_POLICY, load_policy
+from gprocket.admin.locations import mount_of, nearest_existing
+from gprocket.admin.policy import DEFAULT_POLICY, load_policy
 
 __all__ = [
     "HelperState",

@@ -28,8 +28,8 @@ from capsetup._layout import (
     require_root,
 )
 from capsetup.install import Wanted, place_privileged_file, resolve_group
-from gprocket._filecaps import FileCaps, cap_mask, cap_names, read_file_caps
-from gprocket._install_checks import chain_problems, mount_of, path_problems
+from gprocket.admin.filecaps import FileCaps, cap_mask, cap_names, read_file_caps
+from gprocket.admin.locations import chain_problems, mount_of, path_problems
 
 __all__ = ["ALLOWED_CAPS", "COPY_NAME", "WARNING", "install_python", "venv_problems"]
 

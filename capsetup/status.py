@@ -18,9 +18,9 @@ from typing import Any
 
 from capsetup import pinggroup
 from capsetup._layout import SUDOERS_DIR, Layout, Manifest, SetupError, packaged_helper
-from gprocket._filecaps import packaged_file_caps, read_file_caps
-from gprocket._install_checks import chain_problems, mount_of
-from gprocket._policy import check_with_helper, load_helper_policy, rule_warning
+from gprocket.admin.filecaps import packaged_file_caps, read_file_caps
+from gprocket.admin.locations import chain_problems, mount_of
+from gprocket.admin.policy import check_with_helper, load_helper_policy, rule_warning
 
 __all__ = ["HelperStatus", "Status", "status"]
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from capsetup._layout import SetupError
-from gprocket._filecaps import CAP_NAMES, cap_mask, cap_names
+from gprocket.admin.filecaps import CAP_NAMES, cap_mask, cap_names
 
 __all__ = ["Listen", "parse_listen", "render_units"]
 

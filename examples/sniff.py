@@ -14,9 +14,9 @@ import sys
 
 import gevent
 
-from gprocket import bpf
-from gprocket._packet_summary import summarize
-from gprocket.rawsock import Frame, RawSocket
+from gprocket.packet import bpf
+from gprocket.packet.rawsock import Frame, RawSocket
+from gprocket.packet.summary import summarize
 
 
 def main(argv: list[str]) -> int:

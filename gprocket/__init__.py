@@ -3,10 +3,10 @@
 The core (``open``, ``open_fd``, ``acquire`` and the request and error types) is
 imported eagerly; the larger subsystems are submodules imported on first use,
 so ``import gprocket`` stays cheap: ``gprocket.icmp``, ``gprocket.tuntap``,
-``gprocket.servers``, ``gprocket.monkey``, ``gprocket.lowlevel``,
-``gprocket.interfaces``, ``gprocket.bpf``, ``gprocket.ring``, ``gprocket.pcap``,
-``gprocket.rawsock``, ``gprocket.aio`` (the same for asyncio programs), and
-``gprocket.scapy`` (needs scapy installed, so it is
+``gprocket.servers``, ``gprocket.monkey``, ``gprocket.packet`` (lowlevel,
+interfaces, bpf, ring, pcap, rawsock, summary), ``gprocket.admin`` (policy,
+file capabilities, doctor: what judges an install), ``gprocket.aio`` (the same
+for asyncio programs), and ``gprocket.scapy`` (needs scapy installed, so it is
 left out of ``__all__``: ``from gprocket import *`` works without scapy).
 """
 
@@ -19,8 +19,7 @@ from ._socket import Socket
 from ._spec import DeviceRequest, SocketOptions, SocketRequest, TunRequest
 
 _SUBMODULES = frozenset({
-    "aio", "bpf", "icmp", "interfaces", "lowlevel", "monkey", "pcap", "rawsock", "ring",
-    "scapy", "servers", "tuntap",
+    "admin", "aio", "icmp", "monkey", "packet", "scapy", "servers", "tuntap",
 })
 
 __all__ = [
@@ -36,18 +35,14 @@ __all__ = [
     "SocketRequest",
     "TunRequest",
     "acquire",
+    "admin",
     "aio",
-    "bpf",
     "drop_effective",
     "icmp",
-    "interfaces",
-    "lowlevel",
     "monkey",
     "open",
     "open_fd",
-    "pcap",
-    "rawsock",
-    "ring",
+    "packet",
     "servers",
     "tuntap",
 ]

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import Unpack
 
 # Private to gevent, but the one way to ask without creating a hub.
-from gevent._hub_local import get_hub_if_exists
+from gevent._hub_local import get_hub_if_exists  # noqa: PLC2701
 
-from ._caps import drop_effective
 from ._errors import Attempt
 from ._ladder import StrategySpec, resolve, run
+from ._ladder.caps import drop_effective
 from ._socket import Socket
 from ._spec import (
     DeviceRequest,

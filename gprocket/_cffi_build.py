@@ -1,8 +1,9 @@
 """Compile one of gprocket's cffi API-mode modules in place, for a checkout.
 
-setup.py builds each ``gprocket/_*_build.py`` it lists (CFFI_MODULES);
-``python -m gprocket._<name>_build`` calls this to put the same module next
-to the sources, for tests run from the tree.
+setup.py builds each builder it lists (CFFI_MODULES: ``icmp/_build.py``,
+``packet/_build.py``, ``_channel/fdpass_build.py``); ``python -m`` on one of
+them calls this to put the same module next to its sources, for tests run
+from the tree.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ __all__ = ["build_in_place"]
 
 
 def build_in_place(builder: cffi.FFI) -> Path:
-    """Compile ``builder``'s module into the package directory; return its path."""
-    here = Path(__file__).resolve().parent
+    """Compile ``builder``'s module into its package's directory; return its path."""
+    top = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as tmp:
-        built = Path(builder.compile(tmpdir=tmp, verbose=False))
-        target = here / built.name
+        built = Path(builder.compile(tmpdir=tmp, verbose=False)).resolve()
+        # cffi lays a dotted module out in folders (gprocket/icmp/_speed...so).
+        target = top / built.relative_to(Path(tmp).resolve())
         # A rename, not a rewrite: a process that has the old module mapped
         # keeps its pages instead of running into a half-written file.
         staged = target.with_name(f".{target.name}.{os.getpid()}")

@@ -22,7 +22,7 @@ closing are scapy's own code:
   interface and ethertype: no frame from before the filter is ever read, so
   scapy's flush of early frames is not needed;
 * ``filter=`` is a tcpdump expression compiled by libpcap through
-  :func:`gprocket.bpf.compile_expression` for the interface's link type
+  :func:`gprocket.packet.bpf.compile_expression` for the interface's link type
   (scapy's ``conf.except_filter`` is honoured, ``nofilter=1`` skips both),
   so no tcpdump and no privileged libpcap handle is involved;
 * ``promisc=`` (default ``conf.sniff_promisc``) is a packet membership held
@@ -75,10 +75,10 @@ except ModuleNotFoundError as err:
     raise ImportError("gprocket.scapy needs scapy, which is not installed: "
                       "pip install scapy", name="scapy") from err
 
-from . import bpf, interfaces
 from ._api import acquire_in_thread
 from ._ladder import DEFAULT_ORDER
 from ._spec import SocketRequest
+from .packet import bpf, interfaces
 
 __all__ = [
     "L2ListenSocket",

@@ -19,7 +19,7 @@ from capsetup._layout import Layout, Manifest
 from capsetup.pinggroup import conf_file, merged_range, render_conf
 from capsetup.sudoers import render_sudoers
 from capsetup.systemd import parse_listen, render_units
-from gprocket._filecaps import (
+from gprocket.admin.filecaps import (
     FileCaps,
     cap_mask,
     decode_xattr,
@@ -27,8 +27,8 @@ from gprocket._filecaps import (
     packaged_file_caps,
     parse_caps,
 )
-from gprocket._install_checks import mount_of, parse_mountinfo, path_problems
-from gprocket._policy import (
+from gprocket.admin.locations import mount_of, parse_mountinfo, path_problems
+from gprocket.admin.policy import (
     DEFAULT_POLICY,
     Caller,
     PolicyError,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from support.helper_build import BINARY, HELPER_DIR, REPO, hello, make, runnable
 
-from gprocket import _wire
+from gprocket._channel import wire
 
 HARDENING = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-U_FORTIFY_SOURCE",
              "-D_FORTIFY_SOURCE=3", "-fstack-protector-strong", "-fstack-clash-protection",
@@ -218,11 +218,11 @@ def test_every_allowed_system_call_says_why() -> None:
 
 def test_wire_offsets_agree_in_gp_h_the_python_encoder_and_protocol_md() -> None:
     """RQ_*/RP_* in gp.h (checked by _Static_assert there), the struct formats of
-    gprocket._wire and the tables of PROTOCOL.md name the same offsets."""
+    gprocket._channel.wire and the tables of PROTOCOL.md name the same offsets."""
     header = (HELPER_DIR / "gp.h").read_text()
     doc = (HELPER_DIR / "PROTOCOL.md").read_text()
-    for prefix, fmt, title in (("RQ", _wire._REQUEST.format, "## Request"),
-                               ("RP", _wire._REPLY.format, "## Reply")):
+    for prefix, fmt, title in (("RQ", wire._REQUEST.format, "## Request"),
+                               ("RP", wire._REPLY.format, "## Reply")):
         named = sorted(int(v) for v in re.findall(rf"\b{prefix}_\w+ = (\d+)", header))
         offsets, at = [], 0
         for count, code in re.findall(r"(\d*)([a-zA-Z])", fmt.lstrip("<")):

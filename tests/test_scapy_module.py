@@ -18,7 +18,7 @@ from scapy.error import Scapy_Exception
 
 import gprocket
 import gprocket.scapy
-from gprocket import bpf
+from gprocket.packet import bpf
 from gprocket.scapy import compile_filter
 
 SLOTS = ((conf, "L2socket"), (conf, "L2listen"), (conf, "L3socket"), (conf, "L3socket6"),

@@ -1,6 +1,6 @@
 """The persistent helper for asyncio: one broker per event loop per helper path.
 
-The same broker process as the gevent front's (``gprocket._broker``: its
+The same broker process as the gevent front's (``gprocket._ladder.broker``: its
 argument vector comes from ``_helper.helper_argv``, requests are encoded by
 ``_wire``, replies read by ``_fdpass`` and judged, descriptor included, by
 ``_helper.checked_descriptor``), driven
@@ -34,12 +34,18 @@ import itertools
 import os
 import threading
 
-from .._broker import SPIN_SECONDS, check_namespace
+from .._channel.fdpass import Poll, receive
+from .._channel.helper import (
+    DEFAULT_TIMEOUT,
+    SPIN_SECONDS,
+    check_namespace,
+    check_runnable,
+    checked_descriptor,
+    helper_argv,
+)
+from .._channel.wire import Reply, encode_request
 from .._errors import HelperError
-from .._fdpass import Poll, receive
-from .._helper import DEFAULT_TIMEOUT, check_runnable, checked_descriptor, helper_argv
 from .._spec import Request
-from .._wire import Reply, encode_request
 from ._channel import send_message
 from ._spawn import AsyncChild, spawn
 

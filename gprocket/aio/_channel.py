@@ -1,7 +1,7 @@
 """Replies from a helper's channel, read through the event loop (asyncio).
 
 The message is decoded and its descriptor judged by the same code as the
-gevent front (``gprocket._fdpass.receive``: SCM_RIGHTS, close-on-exec from
+gevent front (``gprocket._channel.fdpass.receive``: SCM_RIGHTS, close-on-exec from
 the first instant, extra descriptors closed, truncation refused); only the
 wait differs.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import errno
 import socket
 
-from .._fdpass import receive
-from .._wire import Reply
+from .._channel.fdpass import receive
+from .._channel.wire import Reply
 from ._wait import readable, writable
 
 __all__ = ["receive_reply", "send_message"]

@@ -14,16 +14,16 @@ from __future__ import annotations
 import asyncio
 import os
 
-from .._errors import HelperError, RungRefused, RungUnavailable
-from .._helper import (
+from .._channel.helper import (
     DEFAULT_TIMEOUT,
     INSTALL_FIX,
     checked_descriptor,
     no_reply_error,
     one_shot_command,
 )
+from .._channel.wire import encode_request
+from .._errors import HelperError, RungRefused, RungUnavailable
 from .._spec import Request
-from .._wire import encode_request
 from ._channel import receive_reply, send_message
 from ._spawn import AsyncChild, spawn
 

@@ -1,8 +1,8 @@
 """ICMP and ICMPv6 echo for asyncio: ping, multiping, multiping_iter, traceroute.
 
 The arguments, results and matching are gprocket.icmp's: the same planning
-(``_icmp_plan``), socket configuration (``_icmp_socket.configure``) and
-engines (the compiled ``_icmp_speed`` one when built, else the pure-Python
+(``icmp._plan``), socket configuration (``icmp._socket.configure``) and
+engines (the compiled ``icmp._speed`` one when built, else the pure-Python
 one). Each engine's ``steps()`` is its work without its waits; here they are
 awaited through the loop (reader/writer callbacks and ``asyncio.sleep``)
 instead of the gevent hub. A raw socket, when ping sockets are not allowed,
@@ -20,12 +20,13 @@ from types import TracebackType
 
 import gprocket
 
-from .._icmp_engine import _Engine
-from .._icmp_fast import _engine
-from .._icmp_gc import _GC_PAUSE_MAX, _gc_paused
-from .._icmp_plan import _Job, _job, _names, _Plan, _plan, _source
-from .._icmp_results import Host, IcmpError, Reply, Trace, _host, _hosts
-from .._icmp_socket import (
+from ..icmp import _trace, _trace_job, _trace_states
+from ..icmp._engine import _Engine
+from ..icmp._fast import _engine
+from ..icmp._gc import _GC_PAUSE_MAX, _gc_paused
+from ..icmp._plan import _Job, _job, _names, _Plan, _plan, _source
+from ..icmp._results import Host, IcmpError, Reply, Trace
+from ..icmp._socket import (
     IcmpSocket,
     SocketKind,
     _family,
@@ -34,8 +35,7 @@ from .._icmp_socket import (
     datagram_first,
     raw_names,
 )
-from .._icmp_state import _READ, _YIELD, _State, _Wait
-from ..icmp import _trace, _trace_job, _trace_states
+from ..icmp._state import _READ, _YIELD, _host, _hosts, _State, _Wait
 from ._api import open as aio_open
 from ._wait import readable, writable
 
@@ -66,7 +66,7 @@ async def open_icmp_socket(family: int | str, *, kind: SocketKind = "auto",
                            ttl: int | None = None,
                            strategies: str | Sequence[str] | None = None,
                            helper: str | None = None) -> IcmpSocket:
-    """gprocket._icmp_socket.open_icmp_socket, with the raw socket awaited."""
+    """gprocket.icmp._socket.open_icmp_socket, with the raw socket awaited."""
     af, _proto = _family(family)
     sock, refusal = datagram_first(family, kind)
     rung = "plain"

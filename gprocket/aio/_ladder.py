@@ -19,8 +19,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from .._channel.helper import PACKAGED, check_runnable, locate, sudo_path
 from .._errors import Attempt, PolicyDenied, RungRefused, RungUnavailable
-from .._helper import PACKAGED, check_runnable, locate, sudo_path
 from .._ladder import (
     BrokerStrategy,
     HelperStrategy,
@@ -28,9 +28,9 @@ from .._ladder import (
     StrategySpec,
     SudoStrategy,
     Tally,
-    _enter_and_run,
     resolve,
 )
+from .._ladder.netns import enter_and_run
 from .._spec import Request
 from ._broker import get_broker
 from ._helper import one_shot
@@ -48,7 +48,7 @@ def _on_native_thread(namespace: str, work: Callable[[], T]) -> T:
 
     def body() -> None:
         try:
-            result.append(_enter_and_run(namespace, work))
+            result.append(enter_and_run(namespace, work))
         except BaseException as err:  # re-raised in the caller's thread
             failure.append(err)
 

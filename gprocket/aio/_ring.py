@@ -1,6 +1,6 @@
 """Async capture over a TPACKET_V3 ring: ``async for block in ring(...)``.
 
-The ring is gprocket.ring's RxRing (the same mapping, block walk and
+The ring is gprocket.packet.ring's RxRing (the same mapping, block walk and
 compiled hot loops); only the wait for the next retired block differs: the
 packet socket's readability through the loop's reader callback.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 
-from .. import interfaces
-from ..ring import Block, RxRing
+from ..packet import interfaces
+from ..packet.ring import Block, RxRing
 from ._api import Socket
 from ._api import open as aio_open
 from ._wait import readable

@@ -1,7 +1,7 @@
 """Start the helper for asyncio: posix_spawn, a non-blocking channel, a pidfd.
 
 The process is started and reaped by the same code as the gevent front
-(``gprocket._spawn``: posix_spawn from an argument vector, the SEQPACKET
+(``gprocket._channel.spawn``: posix_spawn from an argument vector, the SEQPACKET
 channel on its stdin, reaping through the pidfd); only the waits differ: the
 channel is a non-blocking stdlib socket driven by the loop's reader
 callbacks, and the child's exit is seen as its pidfd becoming readable. So
@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
-from .._spawn import Child, start
+from .._channel.spawn import Child, start
 from ._wait import readable
 
 __all__ = ["AsyncChild", "spawn"]

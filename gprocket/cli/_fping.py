@@ -29,12 +29,12 @@ from typing import TextIO, cast
 import gevent
 
 from gprocket._errors import GprocketError
-from gprocket._icmp_fast import _engine
-from gprocket._icmp_resolve import _host_key
-from gprocket._icmp_socket import IcmpSocket, SocketKind, open_icmp_socket
-from gprocket._icmp_state import _Options, _State
 from gprocket.cli._getopt import Exit, parse
 from gprocket.cli._iputils import source_or_interface
+from gprocket.icmp._fast import _engine
+from gprocket.icmp._resolve import _host_key
+from gprocket.icmp._socket import IcmpSocket, SocketKind, open_icmp_socket
+from gprocket.icmp._state import _Options, _State
 
 PROG = "fping"
 USAGE = """Usage: gprocket ping --many [options] [targets...]

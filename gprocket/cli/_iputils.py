@@ -27,12 +27,12 @@ import gevent
 
 from gprocket import icmp
 from gprocket._errors import GprocketError
-from gprocket._icmp_fast import _MAX_PROBES, _engine
-from gprocket._icmp_plan import _Job, _job, _prepare
-from gprocket._icmp_resolve import _host_key
-from gprocket._icmp_results import _host
-from gprocket._icmp_socket import SocketKind
 from gprocket.cli._getopt import Exit, parse
+from gprocket.icmp._fast import _MAX_PROBES, _engine
+from gprocket.icmp._plan import _Job, _job, _prepare
+from gprocket.icmp._resolve import _host_key
+from gprocket.icmp._socket import SocketKind
+from gprocket.icmp._state import _host
 
 USAGE = """
 Usage

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from gprocket._doctor import KINDS, Diagnosis, Facts, diagnose, gather, notes
+from gprocket.admin.doctor import KINDS, Diagnosis, Facts, diagnose, gather, notes
 
 __all__ = ["main"]
 

@@ -20,10 +20,10 @@ from typing import TextIO
 
 import gevent
 
-from gprocket import bpf, interfaces, pcap
-from gprocket._packet_summary import summarize
-from gprocket.rawsock import ETH_P_ALL, open_packet_socket
-from gprocket.ring import RxRing
+from gprocket.packet import bpf, interfaces, pcap
+from gprocket.packet.rawsock import ETH_P_ALL, open_packet_socket
+from gprocket.packet.ring import RxRing
+from gprocket.packet.summary import summarize
 
 __all__ = ["main"]
 

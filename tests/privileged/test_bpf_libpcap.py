@@ -1,7 +1,7 @@
 """BPF against libpcap on live interfaces (root).
 
 tcpdump -dd on lo, and the ready filters on real frames of a veth pair; the
-builders, validator and offline compilation are in tests/test_bpf.py.
+builders, validator and offline compilation are in tests/packet/test_bpf.py.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from support.bpf_check import kernel_accepts
 from support.lab import VethLab, ether_frame, inside, veth_lab
 
-from gprocket import bpf
-from gprocket.ring import BatchSender, RxRing
+from gprocket.packet import bpf
+from gprocket.packet.ring import BatchSender, RxRing
 
 
 @pytest.mark.parametrize("expression", [

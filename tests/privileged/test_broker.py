@@ -28,7 +28,7 @@ MSG_DONTWAIT = 0x40
 
 PRELUDE = r"""
 import json, os, signal, sys, gevent, gprocket
-from gprocket._broker import Broker, get_broker
+from gprocket._ladder.broker import Broker, get_broker
 from gprocket._errors import HelperError
 gevent.sleep(0)
 HELPER = os.environ['GPROCKET_HELPER']

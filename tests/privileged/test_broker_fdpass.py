@@ -4,7 +4,7 @@ A real socketpair stands in for the channel and this test plays a hostile
 or broken helper on the other end (crafted replies, extra or missing
 descriptors, the wrong kind of socket). Every refusal must close every
 descriptor it received; everything accepted is close-on-exec. Every test
-runs twice: with the compiled receive and check (gprocket._fdpass_speed)
+runs twice: with the compiled receive and check (gprocket._channel._fdpass_speed)
 and with the pure-Python ones.
 """
 
@@ -19,12 +19,12 @@ import gevent
 import gevent.socket
 import pytest
 
-from gprocket import _fdpass
+from gprocket._channel import fdpass
+from gprocket._channel.fdpass import receive, verify
+from gprocket._channel.spawn import spawn
+from gprocket._channel.wire import REPLY_SIZE, Reply, Stage, encode_reply
 from gprocket._errors import HelperError
-from gprocket._fdpass import receive, verify
-from gprocket._spawn import spawn
 from gprocket._spec import SocketRequest
-from gprocket._wire import REPLY_SIZE, Reply, Stage, encode_reply
 
 OK = encode_reply(Reply(1, 0, Stage.NONE, "", "ok"))
 
@@ -32,9 +32,9 @@ OK = encode_reply(Reply(1, 0, Stage.NONE, "", "ok"))
 @pytest.fixture(autouse=True, params=["compiled", "python"])
 def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "compiled":
-        assert _fdpass._speed is not None, "build it: python -m gprocket._fdpass_build"
+        assert fdpass._speed is not None, "build it: python -m gprocket._channel.fdpass_build"
     else:
-        monkeypatch.setattr(_fdpass, "_speed", None)
+        monkeypatch.setattr(fdpass, "_speed", None)
     return str(request.param)
 
 
@@ -128,7 +128,7 @@ def test_end_of_file_is_none(channel) -> None:  # type: ignore[no-untyped-def]
 
 
 def _late_reply(client: gevent.socket.socket, peer: socket.socket,
-                poll: _fdpass.Poll | None = None) -> int:
+                poll: fdpass.Poll | None = None) -> int:
     """One receive (polling 50 µs, or as ``poll`` says) whose reply is sent
     only after the hub has run a ticker greenlet ten times: a receive that
     kept the hub (polling on) would never get it and would fail on the
@@ -163,7 +163,7 @@ def test_polls_that_give_up_suspend_polling_for_longer_and_longer(channel) -> No
     the next receives wait at once, 1, then 2, then 4 of them; a reply
     already queued when the receive starts proves nothing and changes nothing."""
     client, peer = channel
-    poll = _fdpass.Poll(50e-6)
+    poll = fdpass.Poll(50e-6)
     sock = _udp()
     _send(peer, OK, [sock.fileno()])
     got = receive(client, poll=poll)

@@ -3,7 +3,7 @@
 Capabilities are per thread, so these tests change them on a throwaway
 native thread of the (root) test process; the unprivileged scenarios (ambient
 capabilities, a file-capability interpreter) are beside this file; reading the
-sets without privilege is in tests/test_caps.py.
+sets without privilege is in tests/ladder/test_caps.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import _prctl
 import pytest
 
-from gprocket._caps import (
+from gprocket._ladder.caps import (
     CAP_NET_BIND_SERVICE,
     CAP_NET_RAW,
     MissingCapability,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from support import privileged as priv
 
-from gprocket._policy import load_policy
+from gprocket.admin.policy import load_policy
 
 pytestmark = pytest.mark.privileged
 

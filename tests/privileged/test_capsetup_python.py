@@ -56,7 +56,7 @@ def test_copy_has_permitted_only_caps_and_serves_the_capabilities_rung(
     # The copy runs as a venv interpreter; the suite's packages come by PYTHONPATH.
     code = (
         "import json, gprocket, sys\n"
-        "from gprocket._caps import read_sets\n"
+        "from gprocket._ladder.caps import read_sets\n"
         "sets = read_sets()\n"
         "s = gprocket.open(53, protocol='udp', family='inet6', ip='::1')\n"
         "print(json.dumps([s.rung, sets.effective, sets.permitted != 0, sys.prefix]))\n"

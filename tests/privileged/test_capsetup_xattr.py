@@ -1,4 +1,5 @@
-"""The security.capability encoding (gprocket._filecaps) read back by getcap (root writes it)."""
+"""The security.capability encoding (gprocket.admin.filecaps) read back by getcap
+(root writes it)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gprocket._filecaps import encode_xattr, parse_caps
+from gprocket.admin.filecaps import encode_xattr, parse_caps
 
 
 def test_getcap_reads_what_we_encode(tmp_path: Path) -> None:

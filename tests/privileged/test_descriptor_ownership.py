@@ -33,7 +33,7 @@ pytestmark = pytest.mark.privileged
 # until end of file with --broker) with what MODE says, never with privilege.
 FAKE_HELPER = '''#!{python}
 import array, errno, socket, sys
-from gprocket._wire import REQUEST_SIZE, Reply, Stage, decode_request, encode_reply
+from gprocket._channel.wire import REQUEST_SIZE, Reply, Stage, decode_request, encode_reply
 
 MODE = {mode!r}
 channel = socket.socket(fileno=0)
@@ -115,7 +115,7 @@ for fd, ok in zip(taken, alive):
         _close(fd)
 # A broker is persistent by design: stop it (and let a dead one be reaped)
 # before counting what is left open.
-from gprocket._broker import shutdown_all
+from gprocket._ladder.broker import shutdown_all
 shutdown_all()
 gevent.wait(timeout=5)
 after = sorted(int(n) for n in os.listdir("/proc/self/fd"))

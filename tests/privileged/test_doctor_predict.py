@@ -25,7 +25,7 @@ pytestmark = pytest.mark.privileged
 
 CHECK_CODE = """
 import json, gprocket
-from gprocket._doctor import diagnose, gather
+from gprocket.admin.doctor import diagnose, gather
 HELPER = {helper!r}
 facts = gather(HELPER)
 report = {{d.kind: d for d in diagnose(facts)}}
@@ -192,7 +192,7 @@ def test_doctor_command_json_matches_the_prediction(
 
 DEVICE_CODE = """
 import json, os, gprocket
-from gprocket._doctor import diagnose, gather
+from gprocket.admin.doctor import diagnose, gather
 HELPER, NS = {helper!r}, {netns!r}
 facts = gather(HELPER, netns=NS, tun_name="gp0")
 report = {{d.kind: d.serves for d in diagnose(facts)}}

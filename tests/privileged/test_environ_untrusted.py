@@ -25,7 +25,7 @@ pytestmark = pytest.mark.privileged
 CODE = """
 import json, gprocket
 from gprocket._environ import ignored
-from gprocket._helper import locate
+from gprocket._channel.helper import locate
 try:
     located = locate()
 except Exception:

@@ -1,4 +1,4 @@
-"""The compiled descriptor check (gprocket._fdpass_speed) against the Python one.
+"""The compiled descriptor check (gprocket._channel._fdpass_speed) against the Python one.
 
 The compiled check may only shorten the way to an acceptance: for real
 sockets of several kinds and requests of several kinds it must say yes
@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from gprocket import _fdpass
+from gprocket._channel import fdpass
 from gprocket._errors import HelperError
 from gprocket._spec import SocketRequest
 
@@ -22,7 +22,7 @@ def test_compiled_check_accepts_exactly_what_the_python_check_accepts(family: in
     """Sockets of several kinds against requests of several kinds: the compiled
     yes must never be given where the Python checks refuse, and must be given
     where they accept (else the fast path would be dead code)."""
-    assert _fdpass._speed is not None, "build it: python -m gprocket._fdpass_build"
+    assert fdpass._speed is not None, "build it: python -m gprocket._channel.fdpass_build"
     loop = "127.0.0.1" if family == socket.AF_INET else "::1"
     fam = "inet" if family == socket.AF_INET else "inet6"
     requests = [
@@ -59,10 +59,10 @@ def test_compiled_check_accepts_exactly_what_the_python_check_accepts(family: in
     accepted = 0
     for sock in sockets:
         for request in requests:
-            expect = _fdpass._expect(request)
-            fast = _fdpass._compiled_check(sock.fileno(), expect)
+            expect = fdpass._expect(request)
+            fast = fdpass._compiled_check(sock.fileno(), expect)
             try:
-                _fdpass._verify_socket(sock.fileno(), request)
+                fdpass._verify_socket(sock.fileno(), request)
                 slow = not os.get_inheritable(sock.fileno())
             except HelperError:
                 slow = False

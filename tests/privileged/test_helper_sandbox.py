@@ -28,7 +28,7 @@ import pytest
 from support import privileged as priv
 
 from capsetup.sudoers import render_sudoers
-from gprocket._broker import Broker, get_broker
+from gprocket._ladder.broker import Broker, get_broker
 from gprocket._spec import SocketRequest
 
 pytestmark = pytest.mark.privileged
@@ -378,7 +378,7 @@ def test_python_client_starts_one_broker_per_namespace(
     helper = installed_helper("caps", f"allow * netns {netns.name}\n")
     code = f"""
 import json, sys, gprocket
-from gprocket._broker import get_broker
+from gprocket._ladder.broker import get_broker
 socks = [gprocket.open(0, protocol="udp", namespace=ns, helper={str(helper)!r},
                        strategies=["broker"]) for ns in (None, {netns.name!r}, None)]
 pids = [get_broker({str(helper)!r}, ns).pid for ns in (None, {netns.name!r})]

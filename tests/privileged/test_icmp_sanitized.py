@@ -1,4 +1,4 @@
-"""multiping's compiled loop (gprocket/_icmp_loop.c) under ASan/UBSan, pinging for real.
+"""multiping's compiled loop (gprocket/icmp/_loop.c) under ASan/UBSan, pinging for real.
 
 The loop is rebuilt with clang's address and undefined-behaviour sanitizers
 into a copy of the installed package, and the compiled engine runs through it
@@ -23,7 +23,7 @@ import pytest
 from support import privileged as priv
 
 import gprocket
-from gprocket import _icmp_build
+from gprocket.icmp import _build
 
 SANITIZE = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
             "-fno-sanitize-recover=all", "-shared-libsan"]
@@ -38,7 +38,7 @@ TARGETS = {
 
 CHILD = """
 import json, sys
-import gprocket._icmp_speed as speed
+import gprocket.icmp._speed as speed
 from gprocket import icmp
 assert speed.__file__.startswith(sys.argv[1]), speed.__file__
 out = {}
@@ -55,14 +55,14 @@ def build_sanitized(into: Path) -> Path:
     installed = Path(gprocket.__file__).resolve().parent
     package = into / "gprocket"
     shutil.copytree(installed, package,
-                    ignore=shutil.ignore_patterns("_icmp_speed*.so", "__pycache__"))
+                    ignore=shutil.ignore_patterns("_speed*.so", "__pycache__"))
     wrapper = into / "_icmp_speed.c"
-    _icmp_build.make_builder().emit_c_code(str(wrapper))
-    target = package / f"_icmp_speed{sysconfig.get_config_var('EXT_SUFFIX')}"
+    _build.make_builder().emit_c_code(str(wrapper))
+    target = package / "icmp" / f"_speed{sysconfig.get_config_var('EXT_SUFFIX')}"
     proc = subprocess.run(
-        ["clang", "-shared", "-fPIC", *(f for f in _icmp_build.CFLAGS if not f.startswith("-O")),
+        ["clang", "-shared", "-fPIC", *(f for f in _build.CFLAGS if not f.startswith("-O")),
          *SANITIZE,
-         f"-I{sysconfig.get_path('include')}", f"-I{_icmp_build.HERE}",
+         f"-I{sysconfig.get_path('include')}", f"-I{_build.HERE}",
          str(wrapper), "-o", str(target)],
         capture_output=True, text=True, check=False, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

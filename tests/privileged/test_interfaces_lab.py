@@ -1,7 +1,7 @@
 """Interfaces on a veth pair in a namespace (root).
 
 Lookups, ioctls, membership, routes, ARP and a kernel-made checksum; the pure
-parts (unknown names, route parsing, checksums) are in tests/test_interfaces.py.
+parts (unknown names, route parsing, checksums) are in tests/packet/test_interfaces.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import gevent.socket
 import pytest
 from support.lab import VethLab, inside, veth_lab
 
-from gprocket import interfaces
+from gprocket.packet import interfaces
 
 
 @pytest.fixture(scope="module")

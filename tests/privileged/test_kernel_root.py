@@ -1,7 +1,7 @@
 """In-process socket and TUN creation that needs root.
 
 Interface binding, packet sockets and a TUN device in a namespace; the rest of
-the plain rung's code is in tests/test_kernel.py.
+the plain rung's code is in tests/ladder/test_plain.py.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gprocket._kernel import open_socket, open_tun, tun_name
-from gprocket._ladder import in_namespace
+from gprocket._channel.fdpass import tun_name
+from gprocket._ladder.netns import in_namespace
+from gprocket._ladder.plain import open_socket, open_tun
 from gprocket._spec import SocketRequest, TunRequest
 
 

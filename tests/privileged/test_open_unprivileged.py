@@ -24,7 +24,7 @@ def fds():
 def children():
     with open(f'/proc/{os.getpid()}/task/{os.getpid()}/children') as f:
         return f.read().split()
-import gprocket._broker as broker
+import gprocket._ladder.broker as broker
 """
 
 

@@ -23,7 +23,7 @@ import pytest
 from support import privileged as priv
 from support.lab import VethLab, ether_frame, inside, listening, trafgen_config, veth_lab
 
-from gprocket import pcap, ring
+from gprocket.packet import pcap, ring
 
 pytestmark = pytest.mark.privileged
 
@@ -32,8 +32,8 @@ POLICY = "allow group:gprocket packet\n"
 # Runs as the unprivileged user inside namespace a; parameters come as JSON in argv[1].
 RECEIVER = r"""
 import json, sys, gevent
-from gprocket.rawsock import RawSocket
-from gprocket import bpf
+from gprocket.packet.rawsock import RawSocket
+from gprocket.packet import bpf
 p = json.loads(sys.argv[1])
 ticks = [0]
 def ticker():
@@ -168,8 +168,8 @@ def test_tcpdump_expression_filter(lab: VethLab, helper: Path, unpriv_user: priv
 
 LOCKER = r"""
 import errno, json, sys
-from gprocket.rawsock import RawSocket
-from gprocket import bpf
+from gprocket.packet.rawsock import RawSocket
+from gprocket.packet import bpf
 rs = RawSocket(sys.argv[1], filter=bpf.ethertype(0x88b5))
 rs.lock_filter()
 out = {}
@@ -193,7 +193,7 @@ def test_locked_filter_cannot_be_detached(lab: VethLab, helper: Path,
 
 HOLDER = r"""
 import sys
-from gprocket.rawsock import RawSocket
+from gprocket.packet.rawsock import RawSocket
 rs = RawSocket(sys.argv[1], promiscuous=True)
 print("ready", flush=True)
 sys.stdin.readline()
@@ -347,7 +347,7 @@ def test_sniff_prints_summaries(lab: VethLab, helper: Path, unpriv_user: priv.Us
 # The frames come on stdin (too big for argv): the user runs no test code.
 SENDER = r"""
 import json, sys
-from gprocket.rawsock import RawSocket
+from gprocket.packet.rawsock import RawSocket
 p = json.loads(sys.argv[1])
 frames = [bytes.fromhex(frame) for frame in json.load(sys.stdin)]
 with RawSocket(p["interface"], protocol=0x88b5) as rs:

@@ -85,7 +85,7 @@ def test_summaries_of_frames_scapy_builds() -> None:
     from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
     from scapy.layers.l2 import ARP, Dot1Q, Ether
 
-    from gprocket._packet_summary import summarize
+    from gprocket.packet.summary import summarize
 
     eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
     cases = {

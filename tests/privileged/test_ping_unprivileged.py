@@ -181,9 +181,9 @@ def test_raw_socket_sees_its_own_requests_and_counts_none(
         engine: str) -> None:
     result = priv.run_json(unpriv_user, """
 import json, socket
-from gprocket._icmp_fast import _engine
-from gprocket._icmp_socket import open_icmp_socket
-from gprocket._icmp_state import _Options, _State
+from gprocket.icmp._fast import _engine
+from gprocket.icmp._socket import open_icmp_socket
+from gprocket.icmp._state import _Options, _State
 out = {}
 for filtered in (False, True):
     isock = open_icmp_socket(socket.AF_INET, kind="raw", kernel_filter=filtered)
@@ -262,9 +262,9 @@ def test_multiping_10000_targets_all_alive(unpriv_user: priv.User, gpi_ns: priv.
 
 FLOW = """
 import json, socket
-from gprocket._icmp_fast import _engine
-from gprocket._icmp_socket import open_icmp_socket
-from gprocket._icmp_state import _Options, _State
+from gprocket.icmp._fast import _engine
+from gprocket.icmp._socket import open_icmp_socket
+from gprocket.icmp._state import _Options, _State
 targets = [f"127.1.{i >> 8}.{i & 255}" for i in range(2000)]
 out = {}
 for paced in (True, False):
@@ -293,9 +293,9 @@ def test_flow_control_keeps_every_reply_with_a_small_receive_buffer(
 
 RING = """
 import json, socket
-from gprocket._icmp_fast import _FastEngine
-from gprocket._icmp_socket import open_icmp_socket
-from gprocket._icmp_state import _Options, _State
+from gprocket.icmp._fast import _FastEngine
+from gprocket.icmp._socket import open_icmp_socket
+from gprocket.icmp._state import _Options, _State
 isock = open_icmp_socket(socket.AF_INET, kind="raw")
 targets = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 states = [_State(i, t, t, (t, 0), 5) for i, t in enumerate(targets)]
@@ -320,10 +320,10 @@ def test_compiled_engine_reuses_its_probe_slots(unpriv_user: priv.User, gpi_ns: 
 FORGE = """
 import json, socket, struct, gevent
 from gevent.socket import wait_read
-from gprocket import _icmp_wire as wire
-from gprocket._icmp_fast import _engine
-from gprocket._icmp_socket import open_icmp_socket
-from gprocket._icmp_state import _Options, _State
+from gprocket.icmp import _wire as wire
+from gprocket.icmp._fast import _engine
+from gprocket.icmp._socket import open_icmp_socket
+from gprocket.icmp._state import _Options, _State
 
 isock = open_icmp_socket(socket.AF_INET, kind="raw")
 state = _State(0, "127.0.0.2", "127.0.0.2", ("127.0.0.2", 0), 2)
@@ -386,9 +386,9 @@ def test_forged_corrupted_and_truncated_replies_never_count(
 
 OTHERS = """
 import json, socket, subprocess
-from gprocket._icmp_fast import _engine
-from gprocket._icmp_socket import open_icmp_socket
-from gprocket._icmp_state import _Options, _State
+from gprocket.icmp._fast import _engine
+from gprocket.icmp._socket import open_icmp_socket
+from gprocket.icmp._state import _Options, _State
 other = subprocess.Popen(["ping", "-q", "-i", "0.01", "127.0.0.1"], stdout=subprocess.DEVNULL)
 isock = open_icmp_socket(socket.AF_INET, kind="raw")
 state = _State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 4)
@@ -461,8 +461,8 @@ def test_other_user_without_the_helper_group_gets_a_clear_error(
 
 ON_SEND = """
 import json, socket
-from gprocket._icmp_fast import _engine
-from gprocket._icmp_plan import _job, _prepare
+from gprocket.icmp._fast import _engine
+from gprocket.icmp._plan import _job, _prepare
 sends, replies = [], []
 job = _job(3, 0.05, 0.5, 56, None, None, None, None, "auto", None, None,
            lambda name, reply, dup: replies.append((name, reply.seq)), None,

@@ -1,4 +1,4 @@
-"""gprocket.rawsock: the stateful raw socket (passive, active, send, filters, stats),
+"""gprocket.packet.rawsock: the stateful raw socket (passive, active, send, filters, stats),
 on a real veth pair (root)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import gevent.queue
 import pytest
 from support.lab import VethLab, ether_frame, inside, veth_lab
 
-from gprocket import bpf, rawsock
-from gprocket.rawsock import Frame, LinuxPacketBackend, RawSocket
+from gprocket.packet import bpf, rawsock
+from gprocket.packet.rawsock import Frame, LinuxPacketBackend, RawSocket
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""gprocket.ring: the TPACKET_V3 receive ring and batched sending, on a real veth pair (root)."""
+"""gprocket.packet.ring: the TPACKET_V3 receive ring and batched sending, on a real
+veth pair (root)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import gevent.socket
 import pytest
 from support.lab import VethLab, ether_frame, inside, veth_lab
 
-from gprocket import pcap, ring
+from gprocket.packet import pcap, ring
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     if request.param == "pure-python":
         monkeypatch.setattr(ring, "_packet_speed", None)
     else:
-        assert ring.HAVE_SPEEDUPS, "build it: python -m gprocket._packet_build"
+        assert ring.HAVE_SPEEDUPS, "build it: python -m gprocket.packet._build"
     return str(request.param)
 
 

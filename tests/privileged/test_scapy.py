@@ -22,7 +22,7 @@ import pytest
 from support import privileged as priv
 from support.lab import VethLab, listening, trafgen_config, veth_lab
 
-from gprocket import pcap
+from gprocket.packet import pcap
 
 pytestmark = pytest.mark.privileged
 

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.privileged
 CODE = textwrap.dedent("""
     import json, socket
     from gprocket import tuntap
-    from gprocket._caps import read_sets, CAP_NET_ADMIN
+    from gprocket._ladder.caps import read_sets, CAP_NET_ADMIN
     with tuntap.open("gpt0", up=True, mtu=1280, address="10.9.0.1/24",
                      strategies="plain,capabilities") as dev:
         effective_after = read_sets().has_effective(CAP_NET_ADMIN)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 import socket
 
-from gprocket import bpf, lowlevel
-from gprocket.bpf import Insn
+from gprocket.packet import bpf, lowlevel
+from gprocket.packet.bpf import Insn
 
 
 def kernel_accepts(program: tuple[Insn, ...]) -> bool:

@@ -19,7 +19,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from gprocket._ladder import thread_in_namespace
+from gprocket._ladder.netns import thread_in_namespace
 
 __all__ = ["VethLab", "ether_frame", "inside", "listening", "trafgen_config", "veth_lab"]
 

@@ -85,3 +85,11 @@ def test_import_gprocket_leaves_the_submodules_unloaded() -> None:
     proc = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True,
                           check=True, timeout=60)
     assert proc.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("package", ["admin", "packet"])
+def test_subpackage_lazy_tables_match_their_public_modules(package: str) -> None:
+    mod = importlib.import_module(f"gprocket.{package}")
+    public = {info.name for info in pkgutil.iter_modules(mod.__path__)
+              if not info.name.startswith("_")}
+    assert public == mod._SUBMODULES == set(mod.__all__)

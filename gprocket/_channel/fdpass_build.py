@@ -14,10 +14,10 @@ Two calls, both non-blocking and neither trusting the peer:
   giving up early when it loses its CPU meanwhile), and hands back its
   bytes, every descriptor it carried (close-on-exec from the first instant),
   the flags that say whether anything was cut, and how the poll went. It
-  does not judge: ``_fdpass`` applies the same rules to both paths.
+  does not judge: ``fdpass`` applies the same rules to both paths.
 - ``gpf_check_inet`` answers "is this exactly the IPv4/IPv6 socket that was
   asked for?" with one call instead of six Python ones. It only ever says
-  yes or no; on no, ``_fdpass`` runs its Python checks, which name what
+  yes or no; on no, ``fdpass`` runs its Python checks, which name what
   differs.
 """
 

@@ -198,7 +198,7 @@ def one_shot_command(
 ) -> tuple[list[str], dict[str, str] | None]:
     """The argument vector and environment of a one-shot helper for ``request``.
 
-    The one place both fronts (gevent here, gprocket.aio) build them: a
+    The one place both fronts (gevent, gprocket.aio) build them: a
     namespaced request starts the helper with ``--netns NAME``, sudo gets
     ``-n`` and a fixed environment. Raises RungUnavailable when ``sudo`` is
     asked for and not installed.

@@ -4,7 +4,7 @@
 policy, sudo's answer); ``diagnose(facts)`` is pure: it walks the rungs in
 the order the ladder would and says, for each kind of request, which one
 serves and, for every other, the reason and the command that would fix it.
-The rules mirror ``_ladder``, ``_kernel.needed_caps``, ``_helper`` and the
+The rules mirror ``_ladder``, ``_ladder.plain.needed_caps``, ``_channel.helper`` and the
 helper's own authorization (helper/gp.c), so the prediction can be checked
 against what ``gprocket.open`` then really does.
 """

@@ -1,9 +1,9 @@
 """The persistent helper for asyncio: one broker per event loop per helper path.
 
 The same broker process as the gevent front's (``gprocket._ladder.broker``: its
-argument vector comes from ``_helper.helper_argv``, requests are encoded by
-``_wire``, replies read by ``_fdpass`` and judged, descriptor included, by
-``_helper.checked_descriptor``), driven
+argument vector comes from ``_channel.helper.helper_argv``, requests are encoded by
+``_channel.wire``, replies read by ``_channel.fdpass`` and judged, descriptor included, by
+``_channel.helper.checked_descriptor``), driven
 by the event loop instead of a hub. Requests are pipelined by id. A reader
 callback (``loop.add_reader`` on the channel) stays registered while the
 session lives: it reads every queued reply and completes the future of its

@@ -1,7 +1,7 @@
 """The one-shot helper (and the helper through ``sudo -n``) for asyncio.
 
 Started by the same code as the gevent front's one-shot (its argument vector
-and environment from ``_helper.one_shot_command``, the reply and its
+and environment from ``_channel.helper.one_shot_command``, the reply and its
 descriptor judged by ``checked_descriptor``, a silent exit by
 ``no_reply_error``); only the waits are the loop's: the channel driven by
 its reader callbacks, the exit seen through a pidfd.

@@ -29,7 +29,7 @@ import stat
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ._api import Acquired, HelperPath, Strategies, acquire
 from ._errors import GprocketError
@@ -78,6 +78,19 @@ class PacketInfo:
 
     flags: int
     proto: int
+    # Bytes of the header in front of each packet (gprocket.aio's device reads them too).
+    SIZE: ClassVar[int] = _PI.size
+
+    @classmethod
+    def split(cls, data: bytes) -> tuple[PacketInfo, bytes]:
+        """The header of a packet read with packet_info=True, and the packet after it.
+
+        Raises GprocketError for a read shorter than the header.
+        """
+        if len(data) < _PI.size:
+            raise GprocketError(f"short read of {len(data)} bytes: no packet information header")
+        flags, proto = _PI.unpack_from(data)
+        return cls(flags, proto), data[_PI.size:]
 
     @property
     def truncated(self) -> bool:
@@ -173,7 +186,7 @@ class TunTapDevice:
         """
         if not self.packet_info:
             raise ValueError(f"{self.name} was opened without packet_info=True")
-        return _split_info(self._io.read(self.bufsize, timeout))
+        return PacketInfo.split(self._io.read(self.bufsize, timeout))
 
     def read_batch(self, max_count: int = 64, timeout: float | None = None) -> list[bytes]:
         """Wait for one packet, then also return those already queued, up to *max_count*."""
@@ -233,13 +246,6 @@ class TunTapDevice:
             f"<TunTapDevice {self.mode} {self.name!r} mtu={self.mtu} rung={self.rung}"
             f"{where}{state}>"
         )
-
-
-def _split_info(data: bytes) -> tuple[PacketInfo, bytes]:
-    if len(data) < _PI.size:
-        raise GprocketError(f"short read of {len(data)} bytes: no packet information header")
-    flags, proto = _PI.unpack_from(data)
-    return PacketInfo(flags, proto), data[_PI.size:]
 
 
 def _guess_proto(mode: Mode, packet: _Buffer) -> int:

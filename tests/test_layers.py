@@ -3,7 +3,9 @@
 Nothing imports upwards: the core imports nothing else of gprocket, the
 channel to the helper only the core, the ladder the channel and the core;
 icmp/_results imports nothing of the package (the results <-> state cycle
-stays broken); the library never imports the installer.
+stays broken); the library never imports the installer. Across folders only
+names without a leading underscore are imported: a folder's private names
+stay its own (ruff's PLC2701 draws that line at the top-level package only).
 """
 
 from __future__ import annotations
@@ -70,6 +72,32 @@ def test_no_module_imports_against_the_layers(path: Path) -> None:
     assert "capsetup" not in imported
     if layer in ALLOWED:
         assert imported <= ALLOWED[layer], sorted(imported - ALLOWED[layer])
+
+
+def _private_names_from_other_layers(path: Path) -> list[str]:
+    name = _module(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = package.split(".")[: len(package.split(".")) - node.level + 1]
+            target = ".".join(base + ([node.module] if node.module else []))
+        else:
+            target = node.module or ""
+        if not target.startswith("gprocket") or _layer(target) == _layer(name):
+            continue
+        where = PACKAGE.parent / target.replace(".", "/")
+        found += [f"{target}.{alias.name}" for alias in node.names
+                  if alias.name.startswith("_") and not (where / f"{alias.name}.py").is_file()
+                  and not (where / alias.name).is_dir()]
+    return found
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=_module)
+def test_no_module_imports_another_folders_private_names(path: Path) -> None:
+    assert _private_names_from_other_layers(path) == []
 
 
 def test_icmp_results_import_nothing_of_the_package() -> None:

@@ -20,22 +20,22 @@ from types import TracebackType
 
 import gprocket
 
-from ..icmp import _trace, _trace_job, _trace_states
-from ..icmp._engine import _Engine
-from ..icmp._fast import _engine
-from ..icmp._gc import _GC_PAUSE_MAX, _gc_paused
-from ..icmp._plan import _Job, _job, _names, _Plan, _plan, _source
+from ..icmp._engine import Engine
+from ..icmp._fast import choose_engine
+from ..icmp._gc import GC_PAUSE_MAX, gc_paused
+from ..icmp._plan import Job, Plan, make_job, make_plans, source_for, target_names
 from ..icmp._results import Host, IcmpError, Reply, Trace
 from ..icmp._socket import (
     IcmpSocket,
     SocketKind,
-    _family,
-    _with_datagram_attempt,
     configure,
     datagram_first,
+    family_and_protocol,
     raw_names,
+    with_datagram_attempt,
 )
-from ..icmp._state import _READ, _YIELD, _host, _hosts, _State, _Wait
+from ..icmp._state import READ, YIELD, State, Wait, host_result, host_results
+from ..icmp._traceroute import trace_job, trace_result, trace_states
 from ._api import open as aio_open
 from ._wait import readable, writable
 
@@ -46,13 +46,13 @@ _OnReply = Callable[[str, Reply, bool], None] | None
 _OnError = Callable[[str, IcmpError], None] | None
 
 
-async def _drive(steps: Generator[_Wait, None, None], fd: int) -> None:
+async def _drive(steps: Generator[Wait, None, None], fd: int) -> None:
     """Run an engine's steps() on the event loop: its only waits."""
     try:
         for kind, delay in steps:
-            if kind == _YIELD:
+            if kind == YIELD:
                 await asyncio.sleep(0)
-            elif kind == _READ:
+            elif kind == READ:
                 await readable(fd, delay)
             else:
                 await writable(fd, delay)
@@ -67,7 +67,7 @@ async def open_icmp_socket(family: int | str, *, kind: SocketKind = "auto",
                            strategies: str | Sequence[str] | None = None,
                            helper: str | None = None) -> IcmpSocket:
     """gprocket.icmp._socket.open_icmp_socket, with the raw socket awaited."""
-    af, _proto = _family(family)
+    af, _proto = family_and_protocol(family)
     sock, refusal = datagram_first(family, kind)
     rung = "plain"
     if sock is None:
@@ -78,28 +78,28 @@ async def open_icmp_socket(family: int | str, *, kind: SocketKind = "auto",
         except gprocket.PrivilegeError as err:
             if refusal is None:
                 raise
-            raise _with_datagram_attempt(err, refusal) from err
+            raise with_datagram_attempt(err, refusal) from err
         rung = sock.rung
     return configure(sock, af, rung, source=source, interface=interface, ttl=ttl)
 
 
-async def _prepare(names: Iterable[str], job: _Job) -> list[tuple[_Plan, IcmpSocket]]:
+async def _prepare(names: Iterable[str], job: Job) -> list[tuple[Plan, IcmpSocket]]:
     """Resolve every address (literals without the resolver), one socket per family."""
     loop = asyncio.get_running_loop()
     names = list(names)
     if all(_is_literal(name) for name in names):
-        with _gc_paused():
-            plans = _plan(names, job.family, job.options.count)
+        with gc_paused():
+            plans = make_plans(names, job.family, job.options.count)
     else:
         # Names go through getaddrinfo: in a worker thread, not on the loop.
-        plans = await loop.run_in_executor(None, _plan, names, job.family, job.options.count)
-    opened: list[tuple[_Plan, IcmpSocket]] = []
+        plans = await loop.run_in_executor(None, make_plans, names, job.family, job.options.count)
+    opened: list[tuple[Plan, IcmpSocket]] = []
     try:
         for plan in plans:
             chain = job.strategies if job.strategies is None or isinstance(job.strategies, str) \
                 else list(job.strategies)
             opened.append((plan, await open_icmp_socket(
-                plan.family, kind=job.kind, source=_source(plan, job),
+                plan.family, kind=job.kind, source=source_for(plan, job),
                 interface=job.interface, ttl=job.ttl, strategies=chain, helper=job.helper)))
     except BaseException:
         for _, isock in opened:
@@ -134,15 +134,15 @@ async def ping(address: str, count: int = 4, interval: float = 1.0,  # noqa: PLR
     return hosts[0]
 
 
-async def _run_all(plan: _Plan, isock: IcmpSocket, job: _Job,
+async def _run_all(plan: Plan, isock: IcmpSocket, job: Job,
                    results: list[Host | None]) -> None:
     try:
-        engine = _engine(isock, job.options, None, plan.states)
+        engine = choose_engine(isock, job.options, None, plan.states)
         await _drive(engine.steps(plan.states), isock.sock.fileno())
     finally:
         isock.close()
-    with _gc_paused():
-        _hosts(plan.states, plan.family, isock, results)
+    with gc_paused():
+        host_results(plan.states, plan.family, isock, results)
         plan.states.clear()
 
 
@@ -164,13 +164,13 @@ async def multiping(addresses: Iterable[str], count: int = 1,  # noqa: PLR0917
                     strategies: str | Sequence[str] | None = None, helper: str | None = None,
                     on_reply: _OnReply = None, on_error: _OnError = None) -> list[Host]:
     """gprocket.icmp.multiping for asyncio: one Host per address, in input order."""
-    job = _job(count, interval, timeout, size, ttl, source, interface, family,
-               socket_kind, strategies, helper, on_reply, on_error)
-    names = _names(addresses)
+    job = make_job(count, interval, timeout, size, ttl, source, interface, family,
+                   socket_kind, strategies, helper, on_reply, on_error)
+    names = target_names(addresses)
     results: list[Host | None] = [None] * len(names)
     opts = job.options
-    short = (opts.count - 1) * opts.interval + opts.timeout <= _GC_PAUSE_MAX
-    with _gc_paused() if short else nullcontext():
+    short = (opts.count - 1) * opts.interval + opts.timeout <= GC_PAUSE_MAX
+    with gc_paused() if short else nullcontext():
         work = await _prepare(names, job)
         if len(work) == 1:
             await _run_all(*work[0], job, results)
@@ -190,7 +190,7 @@ class MultipingIter:
     iterator dropped unfinished is stopped when collected.
     """
 
-    def __init__(self, names: list[str], job: _Job) -> None:
+    def __init__(self, names: list[str], job: Job) -> None:
         self._names = names
         self._job = job
         self._queue: asyncio.Queue[Host | BaseException | None] = asyncio.Queue()
@@ -210,13 +210,13 @@ class MultipingIter:
             self._tasks.append(loop.create_task(self._one(plan, isock, put)))
         self._tasks.append(loop.create_task(self._finisher(list(self._tasks))))
 
-    async def _one(self, plan: _Plan, isock: IcmpSocket,
+    async def _one(self, plan: Plan, isock: IcmpSocket,
                    put: Callable[[Host | BaseException | None], None]) -> None:
-        def done(state: _State) -> None:
-            put(_host(state, plan.family, isock))
+        def done(state: State) -> None:
+            put(host_result(state, plan.family, isock))
 
         try:
-            engine = _engine(isock, self._job.options, done, plan.states)
+            engine = choose_engine(isock, self._job.options, done, plan.states)
             await _drive(engine.steps(plan.states), isock.sock.fileno())
         finally:
             isock.close()
@@ -280,9 +280,9 @@ def multiping_iter(addresses: Iterable[str], count: int = 1,  # noqa: PLR0917
 
     Arguments are validated here, before anything starts.
     """
-    job = _job(count, interval, timeout, size, ttl, source, interface, family,
-               socket_kind, strategies, helper, on_reply, on_error)
-    return MultipingIter(_names(addresses), job)
+    job = make_job(count, interval, timeout, size, ttl, source, interface, family,
+                   socket_kind, strategies, helper, on_reply, on_error)
+    return MultipingIter(target_names(addresses), job)
 
 
 async def traceroute(address: str, max_hops: int = 30, count: int = 3,  # noqa: PLR0917
@@ -292,15 +292,15 @@ async def traceroute(address: str, max_hops: int = 30, count: int = 3,  # noqa: 
                      strategies: str | Sequence[str] | None = None,
                      helper: str | None = None) -> Trace:
     """gprocket.icmp.traceroute for asyncio: the same arguments, a Trace."""
-    job = _trace_job(address, max_hops, count, timeout, size, source, interface, family,
-                     socket_kind, strategies, helper)
+    job = trace_job(address, max_hops, count, timeout, size, source, interface, family,
+                    socket_kind, strategies, helper)
     ((plan, isock),) = await _prepare([address], job)
-    states = _trace_states(plan, count, max_hops)
+    states = trace_states(plan, count, max_hops)
     try:
-        await _drive(_Engine(isock, job.options, lambda state: None).steps(states),
+        await _drive(Engine(isock, job.options, lambda state: None).steps(states),
                      isock.sock.fileno())
     finally:
         isock.close()
-    return _trace(plan, states, isock)
+    return trace_result(plan, states, isock)
 
 

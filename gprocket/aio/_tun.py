@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from .._api import Acquired, HelperPath, Strategies
 from .._fdio import FdIO, make_nonblocking
 from .._spec import TunRequest
-from ..tuntap import _PI, Mode, PacketInfo, TunTapDevice, _split_info, device_for
+from ..tuntap import Mode, PacketInfo, TunTapDevice, device_for
 from ._api import acquire
 from ._wait import _wake
 
@@ -100,14 +100,14 @@ class AsyncTunTap:
         OSError(EBADF) when closed, also while waiting."""
         async with asyncio.timeout(timeout):
             data = await self._read_raw()
-        return data[_PI.size:] if self.packet_info else data
+        return data[PacketInfo.SIZE:] if self.packet_info else data
 
     async def read_with_info(self, timeout: float | None = None) -> tuple[PacketInfo, bytes]:
         """Like read(), with the packet information header parsed (packet_info only)."""
         if not self.packet_info:
             raise ValueError(f"{self.name} was opened without packet_info=True")
         async with asyncio.timeout(timeout):
-            return _split_info(await self._read_raw())
+            return PacketInfo.split(await self._read_raw())
 
     async def write(self, packet: _Buffer, proto: int | None = None,
                     timeout: float | None = None) -> int:
@@ -125,7 +125,7 @@ class AsyncTunTap:
                     break
                 except BlockingIOError:
                     await self._wait(True)
-        return sent - (_PI.size if self.packet_info else 0)
+        return sent - (PacketInfo.SIZE if self.packet_info else 0)
 
     async def write_batch(self, packets: Iterable[_Buffer], timeout: float | None = None) -> int:
         """Send each packet in turn; how many were sent."""

@@ -31,10 +31,10 @@ import gevent
 from gprocket._errors import GprocketError
 from gprocket.cli._getopt import Exit, parse
 from gprocket.cli._iputils import source_or_interface
-from gprocket.icmp._fast import _engine
-from gprocket.icmp._resolve import _host_key
+from gprocket.icmp._fast import choose_engine
+from gprocket.icmp._resolve import host_key
 from gprocket.icmp._socket import IcmpSocket, SocketKind, open_icmp_socket
-from gprocket.icmp._state import _Options, _State
+from gprocket.icmp._state import Options, State
 
 PROG = "fping"
 USAGE = """Usage: gprocket ping --many [options] [targets...]
@@ -345,7 +345,7 @@ def _resolve(names: list[str], args: _Args, totals: _Totals) -> list[_Host]:
             totals.unknown += 1
             continue
         af, _type, _proto, _canon, found = infos[0]
-        hosts.append(_Host(len(hosts), name, int(af), _host_key(tuple(found)), tuple(found)))
+        hosts.append(_Host(len(hosts), name, int(af), host_key(tuple(found)), tuple(found)))
     return hosts
 
 
@@ -371,7 +371,7 @@ class _Pinger:
         return isock
 
     def round(self, hosts: list[_Host], timeout: float,
-              done: Callable[[_Host, _State], None],
+              done: Callable[[_Host, State], None],
               error: Callable[[_Host, str | None, int | None, int | None], None]) -> None:
         """One request to each host; `done` as each is answered or times out."""
         by_family: dict[int, list[_Host]] = {}
@@ -385,12 +385,12 @@ class _Pinger:
             gevent.killall(runs)
 
     def _run(self, family: int, hosts: list[_Host], timeout: float,
-             done: Callable[[_Host, _State], None],
+             done: Callable[[_Host, State], None],
              error: Callable[[_Host, str | None, int | None, int | None], None]) -> None:
         isock = self._socket(family)
-        states = [_State(i, h.name, h.address, h.sockaddr, 1) for i, h in enumerate(hosts)]
+        states = [State(i, h.name, h.address, h.sockaddr, 1) for i, h in enumerate(hosts)]
 
-        def finished(state: _State) -> None:
+        def finished(state: State) -> None:
             host = hosts[state.index]
             for failure in state.errors:
                 if failure.errno is None:
@@ -399,8 +399,8 @@ class _Pinger:
                     error(host, None, None, failure.errno)
             done(host, state)
 
-        options = _Options(1, 0.0, timeout, self.args.size, None, None)
-        _engine(isock, options, finished, states).run(states)
+        options = Options(1, 0.0, timeout, self.args.size, None, None)
+        choose_engine(isock, options, finished, states).run(states)
         self.free.setdefault(family, []).append(isock)
 
     def close(self) -> None:
@@ -452,7 +452,7 @@ def _run(args: _Args, out: TextIO) -> int:
     for host in hosts:
         host.resp = [None] * trials
 
-    def replied(host: _Host, index: int, state: _State) -> None:
+    def replied(host: _Host, index: int, state: State) -> None:
         rtt = round(state.replies[0].rtt * 1e6)
         host.sent += 1
         host.received += 1
@@ -518,7 +518,7 @@ def _run(args: _Args, out: TextIO) -> int:
         due = begun + timeout
         timers: list[gevent.Greenlet[[], None]] = []
 
-        def done(host: _Host, state: _State) -> None:
+        def done(host: _Host, state: State) -> None:
             totals.sent += 1
             if state.replies:
                 replied(host, index, state)

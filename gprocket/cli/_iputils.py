@@ -28,11 +28,11 @@ import gevent
 from gprocket import icmp
 from gprocket._errors import GprocketError
 from gprocket.cli._getopt import Exit, parse
-from gprocket.icmp._fast import _MAX_PROBES, _engine
-from gprocket.icmp._plan import _Job, _job, _prepare
-from gprocket.icmp._resolve import _host_key
+from gprocket.icmp._fast import MAX_PROBES, choose_engine
+from gprocket.icmp._plan import Job, make_job, prepare
+from gprocket.icmp._resolve import host_key
 from gprocket.icmp._socket import SocketKind
-from gprocket.icmp._state import _host
+from gprocket.icmp._state import host_result
 
 USAGE = """
 Usage
@@ -188,7 +188,7 @@ def _resolve(args: _Args) -> tuple[int, str, bool]:
                 numeric = True  # a literal target: iputils prints addresses only
             except (socket.gaierror, UnicodeError):
                 pass
-        return int(af), _host_key(tuple(sockaddr)), numeric
+        return int(af), host_key(tuple(sockaddr)), numeric
     raise _fail(2, f"{host}: Address family for hostname not supported")
 
 
@@ -352,13 +352,13 @@ def _run(args: _Args, out: TextIO) -> int:
             wait = max(2 * max(stats.times, default=0), 1000 * args.interval_ms) / 1e6
             stats.exit_timer = gevent.spawn_later(wait, stats.stop)
 
-    count = args.count or _MAX_PROBES  # no -c: until interrupted
+    count = args.count or MAX_PROBES  # no -c: until interrupted
     linger = max(args.linger_ms, 1) / 1000.0
     try:
-        job = _job(min(count, _MAX_PROBES), args.interval_ms / 1000.0, linger, args.size,
-                   args.ttl or None, source, interface, af,
-                   cast(SocketKind, args.socket_kind), None, None, on_reply, on_error,
-                   on_send=on_send)
+        job = make_job(min(count, MAX_PROBES), args.interval_ms / 1000.0, linger, args.size,
+                       args.ttl or None, source, interface, af,
+                       cast(SocketKind, args.socket_kind), None, None, on_reply, on_error,
+                       on_send=on_send)
         result = _until_interrupted(address, job, stats)
     except (OSError, ValueError, GprocketError) as err:  # e.g. no rung could give a socket
         raise _fail(2, str(err)) from None
@@ -387,17 +387,17 @@ def source_or_interface(value: str | None) -> tuple[str | None, str | None]:
     return value, None
 
 
-def _until_interrupted(address: str, job: _Job, stats: _Stats) -> icmp.Host:
+def _until_interrupted(address: str, job: Job, stats: _Stats) -> icmp.Host:
     """ping(), except that SIGINT stops it and the Host so far is returned.
 
     iputils' Ctrl-C: the requests sent count as transmitted, the ones still
     awaiting their reply as lost. ``stats.started`` is set once the socket
     is open, just before the first request, where iputils starts its clock.
     """
-    ((plan, isock),) = _prepare([address], job)
+    ((plan, isock),) = prepare([address], job)
     state = plan.states[0]
     try:
-        engine = _engine(isock, job.options, None, plan.states)
+        engine = choose_engine(isock, job.options, None, plan.states)
         stats.started = time.monotonic_ns()
         runner = gevent.spawn(engine.run, plan.states)
         stats.stop = runner.kill
@@ -413,7 +413,7 @@ def _until_interrupted(address: str, job: _Job, stats: _Stats) -> icmp.Host:
             raise failure
     finally:
         isock.close()
-    return _host(state, plan.family, isock)
+    return host_result(state, plan.family, isock)
 
 
 def main(argv: Sequence[str], out: TextIO | None = None) -> int:

@@ -14,7 +14,6 @@ RTTs are in milliseconds, as in icmplib; ``packet_loss`` is a fraction.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 
@@ -22,17 +21,18 @@ import gevent
 import gevent.queue
 
 from gprocket.icmp import _wire as wire
-from gprocket.icmp._engine import _Engine
+from gprocket.icmp._engine import Engine
 
 # ENGINE_ENV (the variable that picks the engine) stays public here, explicitly.
 from gprocket.icmp._fast import ENGINE_ENV as ENGINE_ENV
-from gprocket.icmp._fast import _engine
-from gprocket.icmp._gc import _GC_PAUSE_MAX, _gc_paused
-from gprocket.icmp._plan import _Job, _job, _names, _Plan, _prepare
+from gprocket.icmp._fast import choose_engine
+from gprocket.icmp._gc import GC_PAUSE_MAX, gc_paused
+from gprocket.icmp._plan import Job, Plan, make_job, prepare, target_names
 from gprocket.icmp._resolve import resolve
 from gprocket.icmp._results import Hop, Host, IcmpError, Reply, Trace
 from gprocket.icmp._socket import IcmpSocket, SocketKind
-from gprocket.icmp._state import _host, _hosts, _Options, _State
+from gprocket.icmp._state import Options, State, host_result, host_results
+from gprocket.icmp._traceroute import trace_job, trace_result, trace_states
 
 __all__ = [
     "Hop",
@@ -45,17 +45,17 @@ __all__ = [
     "multiping_iter",
     "ping",
     "resolve",
-    "traceroute",
+    "traceroute", "wire",
 ]
 
 
-def _run(plan: _Plan, isock: IcmpSocket, options: _Options,
+def _run(plan: Plan, isock: IcmpSocket, options: Options,
          emit: Callable[[int, Host], None]) -> None:
-    def done(state: _State) -> None:
-        emit(state.index, _host(state, plan.family, isock))
+    def done(state: State) -> None:
+        emit(state.index, host_result(state, plan.family, isock))
 
     try:
-        _engine(isock, options, done, plan.states).run(plan.states)
+        choose_engine(isock, options, done, plan.states).run(plan.states)
     finally:
         isock.close()
 
@@ -104,29 +104,29 @@ def multiping(addresses: Iterable[str], count: int = 1,  # noqa: PLR0917
     paced so that the replies in flight fit the socket's receive buffer.
     Arguments and errors as in ping().
     """
-    job = _job(count, interval, timeout, size, ttl, source, interface, family,
-               socket_kind, strategies, helper, on_reply, on_error)
-    names = _names(addresses)
+    job = make_job(count, interval, timeout, size, ttl, source, interface, family,
+                   socket_kind, strategies, helper, on_reply, on_error)
+    names = target_names(addresses)
     results: list[Host | None] = [None] * len(names)
 
-    def run_all(plan: _Plan, isock: IcmpSocket) -> None:
+    def run_all(plan: Plan, isock: IcmpSocket) -> None:
         try:
-            _engine(isock, job.options, None, plan.states).run(plan.states)
+            choose_engine(isock, job.options, None, plan.states).run(plan.states)
         finally:
             isock.close()
-        with _gc_paused():
-            _hosts(plan.states, plan.family, isock, results)
+        with gc_paused():
+            host_results(plan.states, plan.family, isock, results)
             # Free the per-target state before the collector runs again, so
             # that its first pass does not traverse what is garbage already.
             plan.states.clear()
 
     opts = job.options
-    # A short sweep keeps the collector paused throughout (see _gc_paused);
+    # A short sweep keeps the collector paused throughout (see gc_paused);
     # a long one only over its bursts.
-    short = (opts.count - 1) * opts.interval + opts.timeout <= _GC_PAUSE_MAX
-    with _gc_paused() if short else nullcontext():
-        with _gc_paused():
-            work = _prepare(names, job)
+    short = (opts.count - 1) * opts.interval + opts.timeout <= GC_PAUSE_MAX
+    with gc_paused() if short else nullcontext():
+        with gc_paused():
+            work = prepare(names, job)
         if len(work) == 1:
             run_all(*work[0])
         elif work:
@@ -155,15 +155,15 @@ def multiping_iter(addresses: Iterable[str], count: int = 1,  # noqa: PLR0917
     Results come in order of completion. Closing the iterator early stops
     the pinging and closes the sockets. Arguments and errors as in ping().
     """
-    job = _job(count, interval, timeout, size, ttl, source, interface, family,
-               socket_kind, strategies, helper, on_reply, on_error)
-    return _iterate(_names(addresses), job)
+    job = make_job(count, interval, timeout, size, ttl, source, interface, family,
+                   socket_kind, strategies, helper, on_reply, on_error)
+    return _iterate(target_names(addresses), job)
 
 
-def _iterate(names: list[str], job: _Job) -> Iterator[Host]:
+def _iterate(names: list[str], job: Job) -> Iterator[Host]:
     queue: gevent.queue.Queue[Host | BaseException | None] = gevent.queue.Queue()
-    with _gc_paused():
-        work = _prepare(names, job)
+    with gc_paused():
+        work = prepare(names, job)
     greenlets = [gevent.spawn(_run, plan, isock, job.options,
                               lambda _index, host: queue.put(host))
                  for plan, isock in work]
@@ -202,60 +202,12 @@ def traceroute(address: str, max_hops: int = 30, count: int = 3,  # noqa: PLR091
     the first one where the target answered (or a router reported it
     unreachable) are dropped. Arguments and errors as in ping().
     """
-    job = _trace_job(address, max_hops, count, timeout, size, source, interface, family,
-                     socket_kind, strategies, helper)
-    ((plan, isock),) = _prepare([address], job)
-    states = _trace_states(plan, count, max_hops)
+    job = trace_job(address, max_hops, count, timeout, size, source, interface, family,
+                    socket_kind, strategies, helper)
+    ((plan, isock),) = prepare([address], job)
+    states = trace_states(plan, count, max_hops)
     try:
-        _Engine(isock, job.options, lambda state: None).run(states)
+        Engine(isock, job.options, lambda state: None).run(states)
     finally:
         isock.close()
-    return _trace(plan, states, isock)
-
-
-def _trace_job(address: str, max_hops: int, count: int, timeout: float,  # noqa: PLR0917
-               size: int, source: str | None, interface: str | None,
-               family: int | str | None, socket_kind: SocketKind,
-               strategies: str | Sequence[str] | None, helper: str | None) -> _Job:
-    """traceroute()'s arguments, validated (shared with gprocket.aio)."""
-    if not isinstance(address, str):
-        raise TypeError(f"address must be a str, not {type(address).__name__}")
-    if isinstance(max_hops, bool) or not isinstance(max_hops, int) or not 1 <= max_hops <= 255:
-        raise ValueError(f"max_hops must be 1..255, not {max_hops!r}")
-    return _job(count, 0.0, timeout, size, None, source, interface, family, socket_kind,
-                strategies, helper, None, None)
-
-
-def _trace_states(plan: _Plan, count: int, max_hops: int) -> list[_State]:
-    """One target per hop: the same address with TTL 1..max_hops."""
-    first = plan.states[0]
-    return [_State(ttl - 1, first.name, first.address, first.sockaddr, count, ttl)
-            for ttl in range(1, max_hops + 1)]
-
-
-def _trace(plan: _Plan, states: list[_State], isock: IcmpSocket) -> Trace:
-    """The Trace from the probed hops (those past the end dropped)."""
-    first = plan.states[0]
-    exceeded = (wire.ICMP_TIME_EXCEEDED if plan.family == socket.AF_INET
-                else wire.ICMP6_TIME_EXCEEDED)
-    hops: list[Hop] = []
-    for state in states:
-        responders: list[str] = []
-        rtts: list[float] = []
-        final: list[IcmpError] = []
-        for reply in state.replies:
-            responders.append(reply.source)
-            rtts.append(reply.rtt)
-        for error in state.errors:
-            if error.reporter is not None:
-                responders.append(error.reporter)
-            if error.rtt is not None:
-                rtts.append(error.rtt)
-            if error.type != exceeded:
-                final.append(error)
-        hop = Hop(state.ttl or 0, state.sent, tuple(dict.fromkeys(responders)), tuple(rtts),
-                  bool(state.replies), tuple(final))
-        hops.append(hop)
-        if hop.reached or hop.errors:
-            break
-    return Trace(first.address, first.name, plan.family, tuple(hops), isock.kind, isock.rung)
+    return trace_result(plan, states, isock)

@@ -16,10 +16,10 @@ import gevent
 from gevent.hub import get_hub
 
 from gprocket.icmp import _wire as wire
-from gprocket.icmp._resolve import _host_key
+from gprocket.icmp._resolve import host_key
 from gprocket.icmp._results import IcmpError, Reply, _reply
 from gprocket.icmp._socket import SO_TIMESTAMPNS, IcmpSocket
-from gprocket.icmp._state import _READ, _WRITE, _YIELD, _Counters, _Options, _State, _Wait
+from gprocket.icmp._state import READ, WRITE, YIELD, Counters, Options, State, Wait
 
 _IP_TTL = socket.IP_TTL
 _IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
@@ -35,7 +35,7 @@ class _Probe:
     __slots__ = ("answered", "deadline", "in_window", "key", "payload", "replied", "sent_mono",
                  "sent_ns", "seq", "target")
 
-    def __init__(self, target: _State, seq: int, payload: bytes, sent_ns: int,  # noqa: PLR0917
+    def __init__(self, target: State, seq: int, payload: bytes, sent_ns: int,  # noqa: PLR0917
                  sent_mono: float, deadline: float, key: tuple[str, int]) -> None:
         self.target = target
         self.seq = seq
@@ -49,25 +49,25 @@ class _Probe:
         self.in_window = True
 
 
-# Reply buffer room reserved per outstanding request (see _Engine.__init__).
+# Reply buffer room reserved per outstanding request (see Engine.__init__).
 _TRUESIZE = 1280
 _BATCH = 256
 _MIN_WINDOW = 16
 _SEND_RETRY = 0.01  # longest wait for send-buffer room before trying again
 
 
-def _drive(steps: Generator[_Wait, None, None], fd: int) -> None:
+def _drive(steps: Generator[Wait, None, None], fd: int) -> None:
     """Run an engine's steps() on the gevent hub: its only waits."""
     hub = get_hub()
     watcher = hub.loop.io(fd, 1)
     writable = hub.loop.io(fd, 2)
     try:
         for kind, delay in steps:
-            if kind == _YIELD:
+            if kind == YIELD:
                 gevent.sleep(0)
             else:
                 with gevent.Timeout(delay, False):
-                    hub.wait(watcher if kind == _READ else writable)
+                    hub.wait(watcher if kind == READ else writable)
     finally:
         steps.close()
         watcher.close()
@@ -85,7 +85,7 @@ def _flow(isock: IcmpSocket, size: int) -> tuple[int, int]:
     return window, max(1, min(_BATCH, window // 2))
 
 
-class _Engine:
+class Engine:
     """One socket, many targets: paced sends, non-blocking drains, strict matching.
 
     The hot loops are written for CPython: locals instead of attributes, a
@@ -94,8 +94,8 @@ class _Engine:
     stamp taken just before each send).
     """
 
-    def __init__(self, isock: IcmpSocket, options: _Options,
-                 done: Callable[[_State], None] | None) -> None:
+    def __init__(self, isock: IcmpSocket, options: Options,
+                 done: Callable[[State], None] | None) -> None:
         self.isock = isock
         self.sock = isock.sock
         self.family = isock.family
@@ -104,7 +104,7 @@ class _Engine:
         self.ident = isock.ident
         self.raw = isock.kind == "raw"
         self.table: dict[tuple[str, int], _Probe] = {}
-        self.counters = _Counters()
+        self.counters = Counters()
         self.seq = 0
         self.remaining = 0
         self.window, self.batch = _flow(isock, options.size)
@@ -116,17 +116,17 @@ class _Engine:
 
     # -- sending
 
-    def run(self, targets: Sequence[_State]) -> None:
+    def run(self, targets: Sequence[State]) -> None:
         """Ping every target; returns when each has all its answers or timeouts."""
         _drive(self.steps(targets), self.sock.fileno())
 
-    def steps(self, targets: Sequence[_State]) -> Generator[_Wait, None, None]:
-        """The engine without its waits: yields what it waits for next (see _Wait)."""
+    def steps(self, targets: Sequence[State]) -> Generator[Wait, None, None]:
+        """The engine without its waits: yields what it waits for next (see Wait)."""
         opts = self.options
         # Every target is due at once for its first request, in order; after
         # that it waits in a heap of (due time, order, target) for its next one.
         fresh, pos, total = list(targets), 0, len(targets)
-        due: list[tuple[float, int, _State]] = []
+        due: list[tuple[float, int, State]] = []
         self.remaining = total
         window_q: deque[_Probe] = deque()
         expiry_q: deque[_Probe] = deque()
@@ -257,12 +257,12 @@ class _Engine:
                 if not self.remaining:
                     break
                 if blocked:
-                    yield _WRITE, _SEND_RETRY
+                    yield WRITE, _SEND_RETRY
                     continue
                 if sent_now:
                     batches += 1
                     if batches % 8 == 0:
-                        yield _YIELD, 0.0  # let other greenlets run during long bursts
+                        yield YIELD, 0.0  # let other greenlets run during long bursts
                     continue
                 wake = math.inf
                 if self.outstanding < self.window:
@@ -276,7 +276,7 @@ class _Engine:
                     wake = min(wake, window_q[0].sent_mono + hold)
                 delay = wake - monotonic()
                 if delay > 0:
-                    yield _READ, delay
+                    yield READ, delay
         finally:
             # Stopped early (closed: killed or cancelled) or done: no more sends.
             self.seq = seq
@@ -292,7 +292,7 @@ class _Engine:
         else:
             self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
 
-    def _send_failed(self, target: _State, seq: int, err: OSError) -> None:
+    def _send_failed(self, target: State, seq: int, err: OSError) -> None:
         name = errno.errorcode.get(err.errno or 0, str(err.errno))
         error = IcmpError(seq, None, None, None, f"sendto: {err.strerror} ({name})", err.errno)
         target.errors.append(error)
@@ -342,7 +342,7 @@ class _Engine:
                     ttl = _INT.unpack(value)[0]
             if not stamp:
                 stamp = time.time_ns()
-            source = addr[0] if v4 or not addr[3] else _host_key(addr)
+            source = addr[0] if v4 or not addr[3] else host_key(addr)
             if fast and len(data) >= 8:
                 kind_, code, _sum, their_id, seq = unpack_id(data)
                 if kind_ == reply_type and code == 0 and their_id == ident:
@@ -497,5 +497,5 @@ class _Engine:
                 if ident != self.ident:
                     self.counters.foreign += 1
                     continue
-                self._error(_host_key(addr), seq, data[8:], ext.offender, ext.type, ext.code,
+                self._error(host_key(addr), seq, data[8:], ext.offender, ext.type, ext.code,
                             stamp or time.time_ns())

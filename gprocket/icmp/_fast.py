@@ -12,9 +12,9 @@ from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from gprocket.icmp import _wire as wire
-from gprocket.icmp._engine import _SEND_RETRY, _drive, _Engine, _flow
-from gprocket.icmp._gc import _gc_paused
-from gprocket.icmp._resolve import _host_key
+from gprocket.icmp._engine import _SEND_RETRY, Engine, _drive, _flow
+from gprocket.icmp._gc import gc_paused
+from gprocket.icmp._resolve import host_key
 from gprocket.icmp._results import (
     _R_RTT,
     _R_SEQ,
@@ -27,7 +27,7 @@ from gprocket.icmp._results import (
     _reply,
 )
 from gprocket.icmp._socket import IcmpSocket
-from gprocket.icmp._state import _READ, _WRITE, _YIELD, _Counters, _Options, _State, _Wait
+from gprocket.icmp._state import READ, WRITE, YIELD, Counters, Options, State, Wait
 
 _speed: Any
 try:
@@ -51,7 +51,7 @@ _REASONS = (
 )
 ENGINE_ENV = "GPROCKET_ICMP_ENGINE"
 _RING = 1 << 17
-_MAX_PROBES = (1 << 31) - 1  # the C engine counts probes in an int
+MAX_PROBES = (1 << 31) - 1  # the C engine counts probes in an int
 
 
 def _fast_wanted() -> bool:
@@ -75,17 +75,17 @@ def _fast_wanted() -> bool:
 
 
 class _FastEngine:
-    """The same engine as _Engine with its loop in C (gprocket.icmp._speed).
+    """The same engine as Engine with its loop in C (gprocket.icmp._speed).
 
-    Same interface: run() fills each _State and calls ``done`` as targets
+    Same interface: run() fills each State and calls ``done`` as targets
     complete; ``counters``, ``window`` and ``batch`` mean the same. Each
     gpi_step() call does a bounded slice of sending and receiving and never
     blocks; between calls this waits on the gevent hub. Per-target TTLs
     (traceroute) are the Python engine's job.
     """
 
-    def __init__(self, isock: IcmpSocket, options: _Options,
-                 done: Callable[[_State], None] | None) -> None:
+    def __init__(self, isock: IcmpSocket, options: Options,
+                 done: Callable[[State], None] | None) -> None:
         if _speed is None:
             raise RuntimeError("gprocket.icmp._speed is not built")
         self.isock = isock
@@ -93,19 +93,19 @@ class _FastEngine:
         self.options = options
         self.done = done
         self.ident = isock.ident
-        self.counters = _Counters()
+        self.counters = Counters()
         self.seq = 0
         self.window, self.batch = _flow(isock, options.size)
         # Probe slots (None: the default, enough for a long sweep's live
         # requests, a few MB at most); when all are live, sending waits.
         self.ring: int | None = None
 
-    def run(self, targets: Sequence[_State]) -> None:
+    def run(self, targets: Sequence[State]) -> None:
         """Ping every target; returns when each has all its answers or timeouts."""
         _drive(self.steps(targets), self.isock.sock.fileno())
 
-    def steps(self, targets: Sequence[_State]) -> Generator[_Wait, None, None]:
-        """The engine without its waits: yields what it waits for next (see _Wait)."""
+    def steps(self, targets: Sequence[State]) -> Generator[Wait, None, None]:
+        """The engine without its waits: yields what it waits for next (see Wait)."""
         if not targets:
             return
         ffi, lib = _speed.ffi, _speed.lib
@@ -143,20 +143,20 @@ class _FastEngine:
                 if on_send is not None:
                     self._sends(ctx, targets, seen, on_send)
                 if count:
-                    with _gc_paused():
+                    with gc_paused():
                         self._events(ctx, count, targets)
                 status = ctx.status
                 if status == _GPI_DONE:
                     finished = True
                     break
                 if status == _GPI_AGAIN:
-                    yield _YIELD, 0.0  # a slice is at most ~1 ms: let other greenlets run
+                    yield YIELD, 0.0  # a slice is at most ~1 ms: let other greenlets run
                 elif status == _GPI_WRITE:
-                    yield _WRITE, _SEND_RETRY
+                    yield WRITE, _SEND_RETRY
                 else:
                     delay = (ctx.wake_ns - monotonic_ns()) / 1e9
                     if delay > 0:
-                        yield _READ, delay
+                        yield READ, delay
         finally:
             self.seq = lib.gpi_seq(ctx)
             self._count(ctx)
@@ -170,7 +170,7 @@ class _FastEngine:
                         state.sent = sent[index]
 
     @staticmethod
-    def _sends(ctx: Any, targets: Sequence[_State], seen: list[int],
+    def _sends(ctx: Any, targets: Sequence[State], seen: list[int],
                on_send: Callable[[str], None]) -> None:
         """on_send for each request the last step sent (the C loop reports none itself)."""
         sent = ctx.tsent
@@ -189,7 +189,7 @@ class _FastEngine:
         counters.reasons = {reason: ctx.reasons[i] for i, reason in enumerate(_REASONS)
                             if ctx.reasons[i]}
 
-    def _events(self, ctx: Any, count: int, targets: Sequence[_State]) -> None:
+    def _events(self, ctx: Any, count: int, targets: Sequence[State]) -> None:
         """Turn one step's events into Replies, IcmpErrors and finished targets."""
         buffer = _speed.ffi.buffer
 
@@ -247,15 +247,15 @@ class _FastEngine:
                 if done is not None:
                     done(state)
 
-    def _error(self, state: _State, ctx: Any, i: int, seq: int, rtt_ns: int) -> None:
+    def _error(self, state: State, ctx: Any, i: int, seq: int, rtt_ns: int) -> None:
         family = ctx.ev_family[i]
         raw = bytes(_speed.ffi.buffer(ctx.ev_addr + 16 * i, 16))
         reporter: str | None = None
         if family == socket.AF_INET:
             reporter = socket.inet_ntoa(raw[:4])
         elif family == socket.AF_INET6:
-            reporter = _host_key((socket.inet_ntop(socket.AF_INET6, raw), 0, 0,
-                                  ctx.ev_scope[i]))
+            reporter = host_key((socket.inet_ntop(socket.AF_INET6, raw), 0, 0,
+                                 ctx.ev_scope[i]))
         kind, code = ctx.ev_type[i], ctx.ev_code[i]
         error = IcmpError(seq, reporter, kind, code, wire.describe(self.family, kind, code),
                           None, rtt_ns / 1e6)
@@ -267,12 +267,12 @@ class _FastEngine:
 _TTL_OF = operator.attrgetter("ttl")
 
 
-def _engine(isock: IcmpSocket, options: _Options, done: Callable[[_State], None] | None,
-            states: Sequence[_State]) -> _Engine | _FastEngine:
+def choose_engine(isock: IcmpSocket, options: Options, done: Callable[[State], None] | None,
+                  states: Sequence[State]) -> Engine | _FastEngine:
     """The compiled engine when built (and wanted), else the Python one."""
     # Per-target TTLs (1..255, else None) are the Python engine's job; the
     # check runs in C (map, attrgetter): it looks at every target of a sweep.
-    if _fast_wanted() and len(states) * options.count <= _MAX_PROBES and \
+    if _fast_wanted() and len(states) * options.count <= MAX_PROBES and \
             not any(map(_TTL_OF, states)):
         return _FastEngine(isock, options, done)
-    return _Engine(isock, options, done)
+    return Engine(isock, options, done)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from gprocket.icmp._resolve import _family_arg, _literal, resolve
 from gprocket.icmp._results import IcmpError, Reply
 from gprocket.icmp._socket import IcmpSocket, SocketKind, open_icmp_socket
-from gprocket.icmp._state import _Options, _State
+from gprocket.icmp._state import Options, State
 
 
 def _validate(count: int, interval: float, timeout: float, size: int, ttl: int | None) -> None:
@@ -27,12 +27,12 @@ def _validate(count: int, interval: float, timeout: float, size: int, ttl: int |
 
 
 @dataclass
-class _Plan:
+class Plan:
     family: int
-    states: list[_State]
+    states: list[State]
 
 
-def _names(addresses: Iterable[str]) -> list[str]:
+def target_names(addresses: Iterable[str]) -> list[str]:
     if isinstance(addresses, str | bytes):
         raise TypeError("addresses must be an iterable of str, not one str")
     names = list(addresses)
@@ -43,16 +43,16 @@ def _names(addresses: Iterable[str]) -> list[str]:
     return names
 
 
-def _plan(addresses: Iterable[str], family: int | None, count: int) -> list[_Plan]:
+def make_plans(addresses: Iterable[str], family: int | None, count: int) -> list[Plan]:
     """Resolve every address into per-family target lists, each in input order."""
     names = list(addresses)
-    v4: list[_State] = []
-    v6: list[_State] = []
-    resolved: dict[int, list[_State]] = {}
+    v4: list[State] = []
+    v6: list[State] = []
+    resolved: dict[int, list[State]] = {}
     aton, ntoa = socket.inet_aton, socket.inet_ntoa
     pton, ntop, inet6 = socket.inet_pton, socket.inet_ntop, int(socket.AF_INET6)
     want4, want6 = family != socket.AF_INET6, family != socket.AF_INET
-    state = _State
+    state = State
     for index, name in enumerate(names):
         # Fast paths for plain literals (thousands per sweep); resolve() does the rest.
         # A canonical literal is kept as the address itself, one string less per target.
@@ -90,14 +90,14 @@ def _plan(addresses: Iterable[str], family: int | None, count: int) -> list[_Pla
         else:
             states.extend(literals)
             states.sort(key=lambda target: target.index)
-    return [_Plan(socket.AddressFamily(af), states) for af, states in sorted(resolved.items())]
+    return [Plan(socket.AddressFamily(af), states) for af, states in sorted(resolved.items())]
 
 
 @dataclass(frozen=True)
-class _Job:
+class Job:
     """Everything a call asked for, validated, shared by its engines."""
 
-    options: _Options
+    options: Options
     family: int | None
     kind: SocketKind
     source: str | None
@@ -107,22 +107,22 @@ class _Job:
     helper: str | None
 
 
-def _job(count: int, interval: float, timeout: float, size: int, ttl: int | None,  # noqa: PLR0917
-         source: str | None, interface: str | None, family: int | str | None,
-         kind: SocketKind, strategies: str | Sequence[str] | None, helper: str | None,
-         on_reply: Callable[[str, Reply, bool], None] | None,
-         on_error: Callable[[str, IcmpError], None] | None, *,
-         on_send: Callable[[str], None] | None = None) -> _Job:
+def make_job(count: int, interval: float, timeout: float, size: int, ttl: int | None,  # noqa: PLR0917
+             source: str | None, interface: str | None, family: int | str | None,
+             kind: SocketKind, strategies: str | Sequence[str] | None, helper: str | None,
+             on_reply: Callable[[str, Reply, bool], None] | None,
+             on_error: Callable[[str, IcmpError], None] | None, *,
+             on_send: Callable[[str], None] | None = None) -> Job:
     _validate(count, interval, timeout, size, ttl)
     if kind not in ("auto", "datagram", "raw"):
         raise ValueError(f"socket_kind must be 'auto', 'datagram' or 'raw', not {kind!r}")
     chain = strategies if strategies is None or isinstance(strategies, str) \
         else tuple(strategies)
-    return _Job(_Options(count, interval, timeout, size, on_reply, on_error, on_send),
-                _family_arg(family), kind, source, interface, ttl, chain, helper)
+    return Job(Options(count, interval, timeout, size, on_reply, on_error, on_send),
+               _family_arg(family), kind, source, interface, ttl, chain, helper)
 
 
-def _source(plan: _Plan, job: _Job) -> str | None:
+def source_for(plan: Plan, job: Job) -> str | None:
     """The source address for ``plan``'s socket: one applies to its own family only."""
     source = job.source
     literal = _literal(source) if source is not None else None
@@ -131,14 +131,14 @@ def _source(plan: _Plan, job: _Job) -> str | None:
     return source
 
 
-def _prepare(addresses: Iterable[str], job: _Job) -> list[tuple[_Plan, IcmpSocket]]:
+def prepare(addresses: Iterable[str], job: Job) -> list[tuple[Plan, IcmpSocket]]:
     """Resolve every address, then open one socket per family needed."""
-    plans = _plan(addresses, job.family, job.options.count)
-    opened: list[tuple[_Plan, IcmpSocket]] = []
+    plans = make_plans(addresses, job.family, job.options.count)
+    opened: list[tuple[Plan, IcmpSocket]] = []
     try:
         for plan in plans:
             opened.append((plan, open_icmp_socket(
-                plan.family, kind=job.kind, source=_source(plan, job), interface=job.interface,
+                plan.family, kind=job.kind, source=source_for(plan, job), interface=job.interface,
                 ttl=job.ttl, strategies=job.strategies, helper=job.helper)))
     except BaseException:
         for _, isock in opened:

@@ -32,14 +32,14 @@ def resolve(address: str, family: int | None = None) -> tuple[int, str, tuple[ob
         raise socket.gaierror(socket.EAI_NONAME, f"{address}: {err}") from None
     for af, _type, _proto, _canon, sockaddr in infos:
         if af in (socket.AF_INET, socket.AF_INET6):
-            return int(af), _host_key(tuple(sockaddr)), tuple(sockaddr)
+            return int(af), host_key(tuple(sockaddr)), tuple(sockaddr)
     raise socket.gaierror(socket.EAI_NONAME, f"{address}: no IPv4 or IPv6 address")
 
 
 _IFNAMES: dict[int, str] = {}
 
 
-def _host_key(sockaddr: tuple[object, ...]) -> str:
+def host_key(sockaddr: tuple[object, ...]) -> str:
     """The address as shown and matched: scoped IPv6 gets "%interface" back."""
     host = str(sockaddr[0])
     if len(sockaddr) < 4 or not sockaddr[3] or "%" in host:
@@ -70,7 +70,7 @@ def _scoped(address: str, family: int | None) -> tuple[int, str, tuple[object, .
     except OSError:
         raise socket.gaierror(socket.EAI_NONAME, f"{address}: no interface {zone!r}") from None
     sockaddr = (canon, 0, 0, scope)
-    return socket.AF_INET6, _host_key(sockaddr), sockaddr
+    return socket.AF_INET6, host_key(sockaddr), sockaddr
 
 
 def _literal(address: str) -> tuple[int, str] | None:

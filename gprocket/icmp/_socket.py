@@ -67,7 +67,7 @@ class IcmpSocket:
         self.sock.close()
 
 
-def _family(family: int | str) -> tuple[int, int]:
+def family_and_protocol(family: int | str) -> tuple[int, int]:
     if family in (socket.AF_INET, "inet", 4):
         return socket.AF_INET, socket.IPPROTO_ICMP
     if family in (socket.AF_INET6, "inet6", 6):
@@ -93,8 +93,8 @@ def _group_range() -> str:
         return "unknown"
 
 
-def _with_datagram_attempt(err: gprocket.PrivilegeError,
-                           refusal: OSError) -> gprocket.PrivilegeError:
+def with_datagram_attempt(err: gprocket.PrivilegeError,
+                          refusal: OSError) -> gprocket.PrivilegeError:
     """The ladder's error, with the datagram socket tried first and its own fix."""
     reason = (f"ICMP datagram socket refused: net.ipv4.ping_group_range is "
               f"{_group_range()!r}, which excludes this user's groups")
@@ -167,7 +167,7 @@ def open_icmp_socket(family: int | str, *, kind: SocketKind = "auto",
     PrivilegeError when no rung can provide a raw socket, OSError for
     anything else.
     """
-    af, _proto = _family(family)
+    af, _proto = family_and_protocol(family)
     sock, refusal = datagram_first(family, kind)
     rung = "plain"
     if sock is None:
@@ -176,7 +176,7 @@ def open_icmp_socket(family: int | str, *, kind: SocketKind = "auto",
         except gprocket.PrivilegeError as err:
             if refusal is None:
                 raise
-            raise _with_datagram_attempt(err, refusal) from err
+            raise with_datagram_attempt(err, refusal) from err
     return configure(sock, af, rung, source=source, interface=interface, ttl=ttl,
                      rcvbuf=rcvbuf, kernel_filter=kernel_filter)
 
@@ -188,7 +188,7 @@ def datagram_first(family: int | str, kind: SocketKind) -> tuple[socket.socket |
     ladder. Raises PermissionError when ``kind`` is "datagram" and refused."""
     if kind not in ("auto", "datagram"):
         return None, None
-    af, proto = _family(family)
+    af, proto = family_and_protocol(family)
     got = _datagram(af, proto)
     if not isinstance(got, OSError):
         return got, None

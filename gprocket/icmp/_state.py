@@ -10,7 +10,7 @@ from gprocket.icmp._results import Host, IcmpError, Reply
 from gprocket.icmp._socket import IcmpSocket
 
 
-class _State:
+class State:
     __slots__ = ("address", "count", "duplicates", "errors", "index", "name", "packed",
                  "pending", "replies", "sent", "sockaddr", "ttl")
 
@@ -31,7 +31,7 @@ class _State:
 
 
 @dataclass
-class _Options:
+class Options:
     count: int
     interval: float
     timeout: float
@@ -44,7 +44,7 @@ class _Options:
 
 
 @dataclass
-class _Counters:
+class Counters:
     """What the matcher threw away, and why (the tests read these)."""
 
     own_requests: int = 0
@@ -56,18 +56,18 @@ class _Counters:
 
 
 # What an engine's steps() waits for between slices of work; each front
-# (gevent: _engine._drive, asyncio: gprocket.aio) waits its own way.
-# (_READ, seconds): readable or the time passed; (_WRITE, seconds): room to
-# send or the time passed; (_YIELD, 0): let other tasks run, then go on.
-_READ, _WRITE, _YIELD = 1, 2, 3
-_Wait = tuple[int, float]
+# (gevent: choose_engine._drive, asyncio: gprocket.aio) waits its own way.
+# (READ, seconds): readable or the time passed; (WRITE, seconds): room to
+# send or the time passed; (YIELD, 0): let other tasks run, then go on.
+READ, WRITE, YIELD = 1, 2, 3
+Wait = tuple[int, float]
 
 _new = object.__new__
 (_H_ADDRESS, _H_NAME, _H_FAMILY, _H_SENT, _H_REPLIES, _H_DUPLICATES, _H_ERRORS,
  _H_TRANSPORT, _H_RUNG) = (getattr(Host, f.name).__set__ for f in fields(Host))
 
 
-def _host(state: _State, family: int, isock: IcmpSocket) -> Host:
+def host_result(state: State, family: int, isock: IcmpSocket) -> Host:
     """The public result for a finished (or stopped) target."""
     host: Host = _new(Host)
     _H_ADDRESS(host, state.address)
@@ -82,9 +82,9 @@ def _host(state: _State, family: int, isock: IcmpSocket) -> Host:
     return host
 
 
-def _hosts(states: Sequence[_State], family: int, isock: IcmpSocket,
-           results: list[Host | None]) -> None:
-    """_host() for every state into results[state.index]: the sweep's last hot loop."""
+def host_results(states: Sequence[State], family: int, isock: IcmpSocket,
+                 results: list[Host | None]) -> None:
+    """host_result() for every state into results[state.index]: the sweep's last hot loop."""
     kind, rung, empty = isock.kind, isock.rung, ()
     for state in states:
         host: Host = _new(Host)

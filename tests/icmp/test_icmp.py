@@ -136,26 +136,26 @@ def test_per_target_ttl_stays_on_the_python_engine(monkeypatch: pytest.MonkeyPat
     isock = IcmpSocket(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.AF_INET,
                             "raw", "plain", 1, 1 << 20)
     try:
-        options = _state._Options(count=1, interval=0.0, timeout=1.0, size=56)
-        plain = [_state._State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 1)]
-        traced = [_state._State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 1, ttl=3)]
-        assert type(_fast._engine(isock, options, None, plain)) is _fast._FastEngine
-        assert type(_fast._engine(isock, options, None, traced)) is _engine._Engine
+        options = _state.Options(count=1, interval=0.0, timeout=1.0, size=56)
+        plain = [_state.State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 1)]
+        traced = [_state.State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 1, ttl=3)]
+        assert type(_fast.choose_engine(isock, options, None, plain)) is _fast._FastEngine
+        assert type(_fast.choose_engine(isock, options, None, traced)) is _engine.Engine
     finally:
         isock.close()
 
 
 def test_gc_pause_restores_the_collector() -> None:
     assert gc.isenabled()
-    with _gc._gc_paused():
+    with _gc.gc_paused():
         assert not gc.isenabled()
-        with _gc._gc_paused():
+        with _gc.gc_paused():
             assert not gc.isenabled()
         assert not gc.isenabled()  # the inner pause leaves the outer one alone
     assert gc.isenabled()
     gc.disable()
     try:
-        with _gc._gc_paused():
+        with _gc.gc_paused():
             pass
         assert not gc.isenabled()  # a collector the caller disabled stays disabled
     finally:
@@ -166,13 +166,13 @@ def test_hot_loop_constructors_build_the_same_frozen_results() -> None:
     fast = _results._reply(3, "192.0.2.1", None, 0.25, 64)
     assert fast == icmp.Reply(3, "192.0.2.1", None, 0.25, 64)
     assert repr(fast) == repr(icmp.Reply(3, "192.0.2.1", None, 0.25, 64))
-    state = _state._State(0, "example", "192.0.2.1", ("192.0.2.1", 0), 2)
+    state = _state.State(0, "example", "192.0.2.1", ("192.0.2.1", 0), 2)
     state.sent, state.duplicates = 2, 1
     state.replies.append(fast)
     isock = IcmpSocket(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.AF_INET,
                        "datagram", "plain", 1, 1 << 20)
     isock.close()
-    host = _state._host(state, socket.AF_INET, isock)
+    host = _state.host_result(state, socket.AF_INET, isock)
     assert host == icmp.Host("192.0.2.1", "example", socket.AF_INET, 2, (fast,), 1, (),
                              "datagram", "plain")
     assert hash(host) == hash(icmp.Host("192.0.2.1", "example", socket.AF_INET, 2, (fast,),

@@ -25,7 +25,7 @@ from gprocket.icmp import _socket as isock
     ("inet6", (socket.AF_INET6, socket.IPPROTO_ICMPV6)),
 ])
 def test_family_names(family: object, expected: tuple[int, int]) -> None:
-    assert isock._family(family) == expected  # type: ignore[arg-type]
+    assert isock.family_and_protocol(family) == expected  # type: ignore[arg-type]
 
 
 def test_other_families_are_refused() -> None:
@@ -39,7 +39,7 @@ def test_ladder_error_gains_the_datagram_attempt_and_its_fix() -> None:
         (gprocket.Attempt("plain", "the kernel refused", errno.EPERM),),
         "install the helper with: capsetup install")
     refusal = PermissionError(errno.EACCES, "Permission denied")
-    err = isock._with_datagram_attempt(ladder, refusal)
+    err = isock.with_datagram_attempt(ladder, refusal)
     assert isinstance(err, gprocket.PrivilegeError)
     assert [a.rung for a in err.attempts] == ["datagram", "plain"]
     assert err.attempts[0].errno == errno.EACCES

@@ -181,16 +181,16 @@ def test_raw_socket_sees_its_own_requests_and_counts_none(
         engine: str) -> None:
     result = priv.run_json(unpriv_user, """
 import json, socket
-from gprocket.icmp._fast import _engine
+from gprocket.icmp._fast import choose_engine
 from gprocket.icmp._socket import open_icmp_socket
-from gprocket.icmp._state import _Options, _State
+from gprocket.icmp._state import Options, State
 out = {}
 for filtered in (False, True):
     isock = open_icmp_socket(socket.AF_INET, kind="raw", kernel_filter=filtered)
     done = []
-    state = _State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 3)
-    engine = _engine(isock, _Options(count=3, interval=0.1, timeout=1, size=56),
-                     done.append, [state])
+    state = State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 3)
+    engine = choose_engine(isock, Options(count=3, interval=0.1, timeout=1, size=56),
+                           done.append, [state])
     engine.run([state])
     isock.close()
     c = engine.counters
@@ -201,7 +201,7 @@ print(json.dumps(out))
 """, netns=gpi_ns, env=helper_env)
     for case, (kind, sent, received, dups, own, mismatched, done, used) in result.items():
         assert kind == "raw"
-        assert used == {"c": "_FastEngine", "python": "_Engine"}[engine]
+        assert used == {"c": "_FastEngine", "python": "Engine"}[engine]
         assert (sent, received, dups, done) == (3, 3, 0, 1)
         assert mismatched == 0
         if case == "unfiltered":
@@ -262,16 +262,16 @@ def test_multiping_10000_targets_all_alive(unpriv_user: priv.User, gpi_ns: priv.
 
 FLOW = """
 import json, socket
-from gprocket.icmp._fast import _engine
+from gprocket.icmp._fast import choose_engine
 from gprocket.icmp._socket import open_icmp_socket
-from gprocket.icmp._state import _Options, _State
+from gprocket.icmp._state import Options, State
 targets = [f"127.1.{i >> 8}.{i & 255}" for i in range(2000)]
 out = {}
 for paced in (True, False):
     isock = open_icmp_socket(socket.AF_INET, kind="raw", rcvbuf=16384)
-    states = [_State(i, t, t, (t, 0), 1) for i, t in enumerate(targets)]
-    engine = _engine(isock, _Options(count=1, interval=1, timeout=0.5, size=56),
-                     lambda state: None, states)
+    states = [State(i, t, t, (t, 0), 1) for i, t in enumerate(targets)]
+    engine = choose_engine(isock, Options(count=1, interval=1, timeout=0.5, size=56),
+                           lambda state: None, states)
     if not paced:
         engine.window = engine.batch = 10**6  # no flow control: send everything first
     engine.run(states)
@@ -295,11 +295,11 @@ RING = """
 import json, socket
 from gprocket.icmp._fast import _FastEngine
 from gprocket.icmp._socket import open_icmp_socket
-from gprocket.icmp._state import _Options, _State
+from gprocket.icmp._state import Options, State
 isock = open_icmp_socket(socket.AF_INET, kind="raw")
 targets = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
-states = [_State(i, t, t, (t, 0), 5) for i, t in enumerate(targets)]
-engine = _FastEngine(isock, _Options(count=5, interval=0, timeout=0.2, size=56),
+states = [State(i, t, t, (t, 0), 5) for i, t in enumerate(targets)]
+engine = _FastEngine(isock, Options(count=5, interval=0, timeout=0.2, size=56),
                      None)
 engine.ring = 4  # 15 requests through 4 probe slots: sending waits for slots to free
 engine.run(states)
@@ -321,14 +321,14 @@ FORGE = """
 import json, socket, struct, gevent
 from gevent.socket import wait_read
 from gprocket.icmp import _wire as wire
-from gprocket.icmp._fast import _engine
+from gprocket.icmp._fast import choose_engine
 from gprocket.icmp._socket import open_icmp_socket
-from gprocket.icmp._state import _Options, _State
+from gprocket.icmp._state import Options, State
 
 isock = open_icmp_socket(socket.AF_INET, kind="raw")
-state = _State(0, "127.0.0.2", "127.0.0.2", ("127.0.0.2", 0), 2)
-engine = _engine(isock, _Options(count=2, interval=0.3, timeout=0.6, size=56),
-                 lambda state: None, [state])
+state = State(0, "127.0.0.2", "127.0.0.2", ("127.0.0.2", 0), 2)
+engine = choose_engine(isock, Options(count=2, interval=0.3, timeout=0.6, size=56),
+                       lambda state: None, [state])
 forger = open_icmp_socket(socket.AF_INET, kind="raw", source="127.0.0.2",
                           kernel_filter=False)  # it must see the engine's requests
 
@@ -386,14 +386,14 @@ def test_forged_corrupted_and_truncated_replies_never_count(
 
 OTHERS = """
 import json, socket, subprocess
-from gprocket.icmp._fast import _engine
+from gprocket.icmp._fast import choose_engine
 from gprocket.icmp._socket import open_icmp_socket
-from gprocket.icmp._state import _Options, _State
+from gprocket.icmp._state import Options, State
 other = subprocess.Popen(["ping", "-q", "-i", "0.01", "127.0.0.1"], stdout=subprocess.DEVNULL)
 isock = open_icmp_socket(socket.AF_INET, kind="raw")
-state = _State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 4)
-engine = _engine(isock, _Options(count=4, interval=0.1, timeout=1, size=56),
-                 lambda state: None, [state])
+state = State(0, "127.0.0.1", "127.0.0.1", ("127.0.0.1", 0), 4)
+engine = choose_engine(isock, Options(count=4, interval=0.1, timeout=1, size=56),
+                       lambda state: None, [state])
 engine.run([state])
 other.terminate()
 other.wait()
@@ -461,15 +461,15 @@ def test_other_user_without_the_helper_group_gets_a_clear_error(
 
 ON_SEND = """
 import json, socket
-from gprocket.icmp._fast import _engine
-from gprocket.icmp._plan import _job, _prepare
+from gprocket.icmp._fast import choose_engine
+from gprocket.icmp._plan import make_job, prepare
 sends, replies = [], []
-job = _job(3, 0.05, 0.5, 56, None, None, None, None, "auto", None, None,
-           lambda name, reply, dup: replies.append((name, reply.seq)), None,
-           on_send=sends.append)
-for plan, isock in _prepare(["127.0.0.1", "::1", "192.0.2.1"], job):
+job = make_job(3, 0.05, 0.5, 56, None, None, None, None, "auto", None, None,
+               lambda name, reply, dup: replies.append((name, reply.seq)), None,
+               on_send=sends.append)
+for plan, isock in prepare(["127.0.0.1", "::1", "192.0.2.1"], job):
     try:
-        _engine(isock, job.options, None, plan.states).run(plan.states)
+        choose_engine(isock, job.options, None, plan.states).run(plan.states)
     finally:
         isock.close()
 print(json.dumps({"sends": sorted(sends), "replies": len(replies)}))

@@ -236,6 +236,43 @@ def test_late_replies_suspend_polling_as_in_the_gevent_client() -> None:
         assert (window, states) == (0.0, [(0, 0)] * 3)
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_receive_now_never_waits_and_reads_once(compiled: bool,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The aio reader's receive (_fdpass.receive_now): nothing queued is
+    BlockingIOError at once (the loop's reader callback waits, not this),
+    a queued reply comes with its descriptor, end of file is None."""
+    import array
+
+    from gprocket import _fdpass
+    from gprocket._wire import Reply, Stage, encode_reply
+
+    if compiled and _fdpass._speed is None:
+        pytest.skip("gprocket._fdpass_speed is not built in this install")
+    if not compiled:
+        monkeypatch.setattr(_fdpass, "_speed", None)
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    with ours, peer:
+        start = time.monotonic()
+        with pytest.raises(BlockingIOError):
+            _fdpass.receive_now(ours)
+        with pytest.raises(BlockingIOError):  # a suspended poll reads once, at once
+            _fdpass.receive_now(ours, _fdpass.Poll(0.0))
+        assert time.monotonic() - start < 0.5
+        payload = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with payload:
+            peer.sendmsg([encode_reply(Reply(7, 0, Stage.NONE, "", ""))],
+                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                           array.array("i", [payload.fileno()]))])
+        got = _fdpass.receive_now(ours, _fdpass.Poll(50e-6))
+        assert got is not None and got[0].id == 7 and got[1] is not None
+        assert not os.get_inheritable(got[1])  # close-on-exec from the first instant
+        os.close(got[1])
+        peer.shutdown(socket.SHUT_WR)
+        assert _fdpass.receive_now(ours) is None
+
+
 def test_a_broker_that_stops_answering_fails_its_requests_in_time() -> None:
     async def main() -> tuple[str, float]:
         loop = asyncio.get_running_loop()

@@ -144,24 +144,27 @@ import os, socket, sys, time
 from gprocket._wire import Reply, Stage, decode_request, encode_reply
 channel = socket.socket(fileno=0)
 delay = float(sys.argv[1])
+# With "stray": each reply is followed by one for an id nobody asked for.
+ids = [0, 1000] if sys.argv[2:] == ["stray"] else [0]
 while True:
     data = channel.recv(4096)
     if not data:
         break
     msg = decode_request(data)
     time.sleep(delay)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    channel.sendmsg([encode_reply(Reply(msg.id, 0, Stage.NONE, "", ""))],
-                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(memoryview(
-                        __import__("array").array("i", [sock.fileno()]))))])
-    sock.close()
+    for offset in ids:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        channel.sendmsg([encode_reply(Reply(msg.id + offset, 0, Stage.NONE, "", ""))],
+                        [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(memoryview(
+                            __import__("array").array("i", [sock.fileno()]))))])
+        sock.close()
 """
 
 
 def _peer_session(loop: asyncio.AbstractEventLoop, delay: float,
-                  timeout: float = 5.0) -> _broker._Session:
-    child = spawn([sys.executable, "-c", PEER, str(delay)],
+                  timeout: float = 5.0, *extra: str) -> _broker._Session:
+    child = spawn([sys.executable, "-c", PEER, str(delay), *extra],
                   {"PYTHONPATH": os.pathsep.join(sys.path)})
     return _broker._Session(child, loop, timeout)
 
@@ -203,6 +206,38 @@ def test_replies_of_cancelled_requests_are_read_and_closed() -> None:
     assert out["after"] == out["with"]
     assert out["pending"] == 0
     assert out["end"] == out["before"]
+
+
+def test_a_reply_queued_behind_the_last_due_one_is_still_closed() -> None:
+    """The reader stops at the last reply a request waits for (no read on to
+    EAGAIN); a reply queued behind it that nobody asked for (as a cancelled
+    request's is) keeps the channel readable, and its descriptor is closed
+    on the loop's next turns, not held until the next request."""
+    async def main() -> tuple[list[str], list[str], list[str], bool, list[str]]:
+        loop = asyncio.get_running_loop()
+        before = fds()
+        session = _peer_session(loop, 0.0, 5.0, "stray")
+        request = gprocket.SocketRequest(0, protocol="udp", ip="127.0.0.1")
+        from gprocket._wire import encode_request
+
+        with_session = fds()
+        for _ in range(3):
+            rid = session.next_id()
+            _reply, fd = await session.call(encode_request(request, rid), rid)
+            assert fd is not None
+            os.close(fd)
+        await asyncio.sleep(0.3)  # the last stray has come and been read
+        after = fds()
+        alive = session.dead is None
+        session.fail("closed")
+        assert session.reaper is not None
+        await session.reaper
+        return before, with_session, after, alive, fds()
+
+    before, with_session, after, alive, end = run(main())
+    assert alive
+    assert after == with_session
+    assert end == before
 
 
 def test_late_replies_suspend_polling_as_in_the_gevent_client() -> None:

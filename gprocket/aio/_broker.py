@@ -4,10 +4,12 @@ The same broker process as the gevent front's (``gprocket._broker``: its
 argument vector comes from ``_helper.helper_argv``, requests are encoded by
 ``_wire``, replies read by ``_fdpass`` and judged, descriptor included, by
 ``_helper.checked_descriptor``), driven
-by the event loop instead of a hub. Requests are pipelined by id. A reader
+by the event loop instead of a hub. Requests are pipelined by id. A lone
+request reads before it parks, as the gevent client does (polling while
+``_fdpass.Poll`` says it pays, else one read). A reader
 callback (``loop.add_reader`` on the channel) stays registered while the
-session lives: it reads every queued reply and completes the future of its
-request; a reply whose requester was cancelled finds no future and its
+session lives: it reads queued replies while requests are due and completes
+the future of each; a reply whose requester was cancelled finds no future and its
 descriptor is closed at once, so a cancelled acquisition never leaks (a
 bound port is not held by a queued reply). The reader also notices the
 broker's exit (end of file), which fails every request in flight; the next

@@ -27,7 +27,7 @@ _Static_assert(sizeof(struct cmsghdr) == 16 && CMSG_LEN(0) == 16 && CMSG_ALIGN(1
 
 enum { CAP = 97, SEND_MAX = 19 }; /* the client's buffer: REPLY_SIZE + 1 */
 
-static int pair[2], nullfd, lowest;
+static int pair[2], nullfd;
 
 /* The walk gpf_parse_control must agree with, written from the rules alone:
    SCM_RIGHTS descriptors in order (16 at most), odd = another type came or a
@@ -68,9 +68,15 @@ static void setup(void)
 	nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (nullfd < 0)
 		abort();
-	lowest = dup(nullfd);
-	if (lowest < 0 || close(lowest))
+}
+
+/* The lowest free descriptor: unchanged across a call unless the call leaked one. */
+static int lowest_free(void)
+{
+	int fd = dup(nullfd);
+	if (fd < 0 || close(fd))
 		abort();
+	return fd;
 }
 
 /* The reply bytes and k descriptors over the socket pair and back through gpf_receive. */
@@ -93,6 +99,7 @@ static void through_socket(const uint8_t *data, size_t n, int k)
 		for (int i = 0; i < k; i++)
 			memcpy(CMSG_DATA(c) + i * sizeof(int), &nullfd, sizeof(int));
 	}
+	int lowest = lowest_free();
 	if (sendmsg(pair[0], &mh, MSG_DONTWAIT) != (ssize_t)n)
 		abort();
 	uint8_t *buf = malloc(CAP);
@@ -114,8 +121,7 @@ static void through_socket(const uint8_t *data, size_t n, int k)
 		if (flags < 0 || !(flags & FD_CLOEXEC) || fds[i] == nullfd || close(fds[i]))
 			abort(); /* a new descriptor, close-on-exec from the first instant */
 	}
-	int probe = dup(nullfd);
-	if (probe != lowest || close(probe))
+	if (lowest_free() != lowest)
 		abort(); /* nothing left open: the kernel closed the ones cut */
 	free(fds);
 	free(buf);

@@ -48,7 +48,7 @@ static size_t rights(uint8_t *out, int level, int type, int n, size_t len_field)
 
 static int extra_seeds(const uint8_t reply[GP_REP_SIZE])
 {
-	static uint8_t c[CMSG_SPACE(sizeof(int) * 24) * 2];
+	_Alignas(struct cmsghdr) static uint8_t c[CMSG_SPACE(sizeof(int) * 24) * 2];
 	size_t n;
 	int bad = 0;
 	n = rights(c, SOL_SOCKET, SCM_RIGHTS, 2, CMSG_LEN(2 * sizeof(int)));
@@ -73,7 +73,8 @@ int main(int argc, char **argv)
 	static char line[4096];
 	static uint8_t buf[1024];
 	struct gp_policy defaults;
-	uint8_t reply[GP_REP_SIZE], control[CMSG_SPACE(sizeof(int))];
+	uint8_t reply[GP_REP_SIZE];
+	_Alignas(struct cmsghdr) uint8_t control[CMSG_SPACE(sizeof(int))];
 	int n = 0, bad = 0;
 	if (argc != 3) {
 		fprintf(stderr, "usage: reply_seeds vectors.txt DIR\n");

@@ -119,7 +119,7 @@ def test_reply_fuzzer_runs_clean_from_the_vectors_replies(tmp_path: Path) -> Non
 
 
 CHILD = """
-import array, importlib, json, os, socket, sys
+import array, importlib, json, os, socket, struct, sys
 speed = importlib.import_module(sys.argv[2])
 assert speed.__file__.startswith(sys.argv[1]), speed.__file__
 ffi, lib = speed.ffi, speed.lib
@@ -147,6 +147,15 @@ for k, size in ((0, 96), (1, 96), (3, 200), (20, 96)):
     for fd in got:
         os.close(fd)
 out["no descriptor left"] = len(os.listdir("/proc/self/fd")) == before + 1  # udp
+# Malformed control data (never the kernel's) in buffers of exactly its size:
+# lengths past the end (a little, a lot), inside the header, and one whole message.
+out["walks"] = []
+for length, body in ((60, 8), (176, 8), (3, 8), (20, 4)):
+    raw = struct.pack("=Qii", length, socket.SOL_SOCKET, socket.SCM_RIGHTS) + bytes(body)
+    control = ffi.new("uint8_t[]", len(raw))
+    ffi.memmove(control, raw, len(raw))
+    lib.gpf_parse_control(control, len(raw), fds, meta)
+    out["walks"].append([meta[0], meta[2]])
 
 
 def check(fd, family, kind, proto, addr, port, v6only=-1, ifname=None, listening=0):
@@ -201,4 +210,5 @@ def test_compiled_receive_and_check_run_clean_under_asan_and_ubsan(tmp_path: Pat
     assert got["3x200"] == [97, True, 3, True, False, 0, 0, True, [1, 1, 1]]
     assert got["20x96"] == [96, True, 16, False, True, 0, 0, True, [1] * 16]
     assert got["no descriptor left"] is True
+    assert got["walks"] == [[0, 1], [0, 1], [0, 1], [1, 0]]
     assert got["checks"] == [1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0]

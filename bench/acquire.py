@@ -32,7 +32,7 @@ setuid root from a root-owned temporary prefix, and every helper variant
 runs in an unprivileged worker process (user "nobody"), as a real client
 would; plain and capabilities run as root. Needs root.
 
-    PYTHONPATH=. python bench/acquire.py [--scale 1.0] [--hog 1]
+    /opt/gprocket/venv/bin/python bench/acquire.py [--scale 1.0] [--hog 1]
 """
 
 from __future__ import annotations
@@ -395,7 +395,8 @@ def run_worker(mode: str, helper: str, scale: float, user: str | None,
                 "--inh-caps=-all", "--", *argv]
     # A namespace of our own: nobody else's test can hold port 53 there.
     argv = ["ip", "netns", "exec", netns, *argv]
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(ROOT)}
+    # The installed gprocket (its compiled receive included), never the checkout.
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd="/")
     assert proc.stdin is not None and proc.stdout is not None

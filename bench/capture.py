@@ -47,7 +47,9 @@ import gevent.subprocess
 
 from gprocket.packet import ring
 
-PYTHON = sys.executable
+# -P: the installed gprocket (with its compiled ring walker), never a checkout
+# that happens to be the working directory.
+PYTHON = (sys.executable, "-P")
 REPO = Path(__file__).resolve().parent.parent
 # The veth lab is test support, not part of the installed package.
 sys.path.insert(0, str(REPO / "tests"))
@@ -194,7 +196,7 @@ def live_tcpdump(lab: VethLab, frame: bytes, n: int) -> Result:
 
 
 def live_sniff(lab: VethLab, frame: bytes, n: int) -> Result:
-    return _tool_live(lab, frame, n, [PYTHON, "-m", "gprocket.cli", "sniff", "-i", lab.if_a,
+    return _tool_live(lab, frame, n, [*PYTHON, "-m", "gprocket.cli", "sniff", "-i", lab.if_a,
                                       "-c", str(n), "-w", "/dev/null", "--progress", "0"],
                       "gprocket sniff -w /dev/null", parse=_parse_tcpdump)
 
@@ -263,7 +265,7 @@ def drain_tcpdump(lab: VethLab, frame: bytes, n: int, out: Path) -> Result:
 
 
 def drain_sniff(lab: VethLab, frame: bytes, n: int, out: Path) -> Result:
-    return _tool_drain(lab, frame, n, [PYTHON, "-m", "gprocket.cli", "sniff", "-i", lab.if_a,
+    return _tool_drain(lab, frame, n, [*PYTHON, "-m", "gprocket.cli", "sniff", "-i", lab.if_a,
                                        "-c", str(n), "-B", "131072", "-w", str(out),
                                        "--progress", "0"], "gprocket sniff -w FILE")
 

@@ -1,8 +1,11 @@
-"""Fuzz the helper's request and policy parsers longer than CI does.
+"""Fuzz the helper's parsers and the client's reply receive longer than CI does.
 
-Builds the libFuzzer harnesses (`make -C helper fuzz`, clang with ASan+UBSan), runs
-each on a scratch copy of its seed corpus, and prints executions, executions per
-second, corpus growth and crashes. The anchor is an empty harness built with the same
+Builds the libFuzzer harnesses (`make -C helper fuzz`, clang with ASan+UBSan): the
+helper's request and policy parsers, and fuzz_reply, the client's compiled reply
+receive (gprocket's _fdpass_speed.c) seeded with the helper's replies to
+helper/vectors.txt (helper/build/corpus/reply, written by the same make). Runs each
+on a scratch copy of its seed corpus, and prints executions, executions per second,
+corpus growth and crashes. The anchor is an empty harness built with the same
 flags: its rate is libFuzzer's own ceiling on this machine, so "ratio" says what
 fraction of that ceiling the parser leaves.
 
@@ -91,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gprocket-fuzz-") as tmp:
         workdir = Path(tmp)
         anchor = run("noop", build_noop(workdir), None, max(5, args.seconds // 4), workdir)
-        runs = [run(name, HELPER / "build" / f"fuzz_{name}",
-                    HELPER / "fuzz" / "corpus" / name, args.seconds, workdir)
-                for name in ("request", "policy")]
+        seeds = {"request": HELPER / "fuzz" / "corpus" / "request",
+                 "policy": HELPER / "fuzz" / "corpus" / "policy",
+                 "reply": HELPER / "build" / "corpus" / "reply"}
+        runs = [run(name, HELPER / "build" / f"fuzz_{name}", corpus, args.seconds, workdir)
+                for name, corpus in seeds.items()]
     print(f"{'harness':<10} {'executions':>12} {'exec/s':>10} {'ratio':>7} "
           f"{'corpus':>13} {'crashes':>8}")
     for r in [anchor, *runs]:

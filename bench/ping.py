@@ -201,8 +201,8 @@ def main() -> int:
         # Root may use ICMP datagram sockets too (gprocket's and icmplib's
         # unprivileged mode); the raw runs are measured as well.
         ns("sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
-        env = dict(os.environ)
-        env.setdefault("PYTHONPATH", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        # The installed gprocket (compiled engine included), never the checkout.
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         proc = subprocess.run(["ip", "netns", "exec", name, sys.executable, __file__,
                                "--inside", "--hog", str(args.hog)], capture_output=True,
                               text=True, env=env, check=False)

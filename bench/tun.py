@@ -19,7 +19,7 @@ printed with its ratio to the blocking anchor, all from one run. With
 (bench/_hog.py: paused for the quiet runs, resumed for the loaded ones,
 killed at the end), and the loaded figures are printed beside the quiet ones.
 
-    PYTHONPATH=. python bench/tun.py [--count 30000] [--preload 32] [--rounds 5] [--hog 1]
+    /opt/gprocket/venv/bin/python bench/tun.py [--count 30000] [--preload 32] [--rounds 5] [--hog 1]
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ def serve(variant: str, count: int) -> int:
 
 
 def flood(namespace: str, variant: str, count: int, preload: int) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # The installed gprocket (compiled modules included), never the checkout.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     server = subprocess.Popen(
         ["ip", "netns", "exec", namespace, sys.executable, __file__, "--serve", variant,
          "--count", str(count)],

@@ -36,7 +36,7 @@ from .._socket import disown
 from .._spec import DeviceRequest, Request, SocketRequest, TunRequest
 from .wire import REPLY_SIZE, Reply, decode_reply
 
-__all__ = ["Poll", "close_fds", "receive", "tun_name", "verify"]
+__all__ = ["Poll", "close_fds", "receive", "receive_now", "tun_name", "verify"]
 
 # Room for more descriptors than the protocol allows, so extras are seen and closed.
 _MAX_FDS = 16
@@ -155,6 +155,22 @@ def receive(channel: gevent.socket.socket, spin: float = 0.0,
         else:
             foreign.append((level, kind))
     return _judge(data, fds, flags, foreign)
+
+
+def receive_now(channel: socket.socket, poll: Poll | None = None
+                ) -> tuple[Reply, int | None] | None:
+    """``receive`` for a non-blocking channel that is never waited on here
+    (asyncio's): BlockingIOError when no reply came at once (with ``poll``:
+    within its window), from the one read that found none."""
+    if _speed is None:
+        return receive(channel, poll=poll)  # its recvmsg raises BlockingIOError
+    spin = poll.next_window() if poll is not None else 0.0
+    got, outcome = _receive_compiled(channel.fileno(), spin)
+    if poll is not None and spin:
+        poll.record(outcome)
+    if got is None:
+        raise BlockingIOError(errno.EAGAIN, "no reply queued")
+    return _judge(*got)
 
 
 def _receive_compiled(fd: int, spin: float

@@ -96,6 +96,8 @@ class HelperFacts:
     policy_rules: tuple[Rule, ...] = ()
     policy_refused: str | None = None
     listed_in_group: bool = False  # /etc/group names the user, maybe not yet in force
+    # ``gprocket-helper --sandbox-report``: "seccomp: ...", "landlock: ...", ...
+    sandbox: tuple[str, ...] = ()
 
     @property
     def setuid_root(self) -> bool:
@@ -453,12 +455,27 @@ def notes(facts: Facts) -> tuple[str, ...]:
         out.append(f"the helper's group {helper.group} (gid {helper.gid}) is "
                    f"{'' if covered else 'NOT '}in ping_group_range"
                    f"{'' if covered else ': sudo capsetup install opens it'}")  # fmt: skip
+    if helper is not None:
+        out.extend(_sandbox_notes(helper.sandbox))
     if helper is not None and helper.policy_refused is None:
         for rule in helper.policy_rules:
             warning = rule_warning(rule)
             if warning is not None and subject_matches(rule, facts.caller):
                 out.append(f"policy {helper.policy_path} {warning}")
     return tuple(out)
+
+
+def _sandbox_notes(report: tuple[str, ...]) -> list[str]:
+    """The helper's own account of its confinement, and what is missing from it."""
+    out = [f"helper sandbox {line}" for line in report]
+    for line in report:
+        key, _, value = line.partition(": ")
+        if key in ("seccomp", "landlock") and value.startswith("off"):
+            fenced = ("its system calls are not filtered" if key == "seccomp"
+                      else "its file access is not fenced (a newer kernel, or lsm=landlock "
+                           "at boot, brings it)")
+            out.append(f"warning: the helper runs without {key}: {fenced}")
+    return out
 
 
 # ---- gathering (I/O) ----
@@ -496,8 +513,30 @@ def _in_group_file(user: str, gid: int) -> bool:
     return user in entry.gr_mem
 
 
+def sandbox_report(path: str, timeout: float = 5.0) -> tuple[str, ...]:
+    """``path --sandbox-report``'s lines, or () when this user cannot run it.
+
+    The helper confines itself as a broker would and says what took effect
+    (helper/PROTOCOL.md); it reads no request and opens nothing.
+    """
+    if not os.access(path, os.X_OK):
+        return ()
+    try:
+        done = subprocess.run([path, "--sandbox-report"], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout, check=False,
+                              env={})
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    if done.returncode != 0:
+        return ()
+    return tuple(line for line in done.stdout.splitlines() if ": " in line)
+
+
 def helper_facts(path: str, user: str) -> HelperFacts:
-    """What this user can know about the helper at ``path`` (never runs it)."""
+    """What this user can know about the helper at ``path``.
+
+    Only its ``--sandbox-report`` is run (it serves no request).
+    """
     try:
         st = os.stat(path)
     except OSError:
@@ -529,6 +568,7 @@ def helper_facts(path: str, user: str) -> HelperFacts:
         policy_rules=policy.rules,
         policy_refused=policy.refused,
         listed_in_group=_in_group_file(user, st.st_gid),
+        sandbox=sandbox_report(path),
     )
 
 

@@ -4,10 +4,12 @@ The same broker process as the gevent front's (``gprocket._ladder.broker``: its
 argument vector comes from ``_channel.helper.helper_argv``, requests are encoded by
 ``_channel.wire``, replies read by ``_channel.fdpass`` and judged, descriptor included, by
 ``_channel.helper.checked_descriptor``), driven
-by the event loop instead of a hub. Requests are pipelined by id. A reader
+by the event loop instead of a hub. Requests are pipelined by id. A lone
+request reads before it parks, as the gevent client does (polling while
+``_channel.fdpass.Poll`` says it pays, else one read). A reader
 callback (``loop.add_reader`` on the channel) stays registered while the
-session lives: it reads every queued reply and completes the future of its
-request; a reply whose requester was cancelled finds no future and its
+session lives: it reads queued replies while requests are due and completes
+the future of each; a reply whose requester was cancelled finds no future and its
 descriptor is closed at once, so a cancelled acquisition never leaks (a
 bound port is not held by a queued reply). The reader also notices the
 broker's exit (end of file), which fails every request in flight; the next
@@ -34,7 +36,7 @@ import itertools
 import os
 import threading
 
-from .._channel.fdpass import Poll, receive
+from .._channel.fdpass import Poll, receive_now
 from .._channel.helper import (
     DEFAULT_TIMEOUT,
     SPIN_SECONDS,
@@ -88,11 +90,17 @@ class _Session:
         return next(self.ids) & 0xFFFFFFFF or next(self.ids)
 
     def _readable(self, poll: Poll | None = None) -> None:
-        """The reader callback: hand every queued reply to its request's future
-        (with ``poll``, the first read polls for one to come as long as it says)."""
+        """The reader callback: hand queued replies to their requests' futures
+        (with ``poll``, the first read polls for one to come as long as it says).
+
+        It reads while requests are still due and stops once none is: a last
+        read only to meet EAGAIN would cost a system call per reply. Anything
+        left (a cancelled request's reply, end of file) keeps the channel
+        readable, and the loop calls back for it.
+        """
         while self.dead is None:
             try:
-                got = receive(self.child.channel, poll=poll)
+                got = receive_now(self.child.channel, poll=poll)
                 poll = None
             except BlockingIOError:
                 return
@@ -110,6 +118,8 @@ class _Session:
                     os.close(got[1])
                 continue
             future.set_result(got)
+            if not self.pending:
+                return
 
     def _watch(self) -> None:
         """Kill a broker that stops answering: one timer per session, not per request."""
@@ -149,7 +159,10 @@ class _Session:
             except OSError as err:
                 self.fail(f"cannot send to the broker: {err}")
                 raise HelperError(f"cannot send to the broker: {err}") from err
-            if self.poll.window and len(self.pending) == 1:
+            # A lone request reads before it parks, as the gevent reader
+            # does: polling while the Poll says it pays, else one read (the
+            # broker, woken by the send, often answers before we get here).
+            if len(self.pending) == 1:
                 self._readable(self.poll)
             if not future.done() and self.watchdog is None:
                 self.watchdog = self.loop.call_later(min(self.timeout / 4, 1.0), self._watch)

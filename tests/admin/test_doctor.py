@@ -165,6 +165,20 @@ def test_notes_show_ping_group_strong_rules_and_ignored_variables() -> None:
     assert any("gid 995) is NOT in ping_group_range" in line for line in closed)
 
 
+def test_notes_carry_the_helpers_sandbox_report_and_warn_where_a_part_is_off() -> None:
+    confined = ("seccomp: on kill-process syscalls=19",
+                "landlock: on abi=7 fs=/dev/net/tun:rw scope=abstract-unix-socket,signal")
+    said = notes(facts(helper=helper(sandbox=confined)))
+    assert "helper sandbox seccomp: on kill-process syscalls=19" in said
+    assert not any(line.startswith("warning: the helper runs without") for line in said)
+    bare = ("seccomp: on kill-process syscalls=19", "landlock: off (the kernel has no Landlock)")
+    said = notes(facts(helper=helper(sandbox=bare)))
+    assert "helper sandbox landlock: off (the kernel has no Landlock)" in said
+    assert any(line.startswith("warning: the helper runs without landlock: its file access "
+                               "is not fenced") for line in said)
+    assert not any("without seccomp" in line for line in said)
+
+
 def test_setuid_helper_is_limited_by_the_bounding_set() -> None:
     f = facts(helper=helper(file_caps=None, mode=0o4750), bounding=ALL_CAPS & ~NET_RAW)
     result = served(f)

@@ -144,24 +144,27 @@ import os, socket, sys, time
 from gprocket._channel.wire import Reply, Stage, decode_request, encode_reply
 channel = socket.socket(fileno=0)
 delay = float(sys.argv[1])
+# With "stray": each reply is followed by one for an id nobody asked for.
+ids = [0, 1000] if sys.argv[2:] == ["stray"] else [0]
 while True:
     data = channel.recv(4096)
     if not data:
         break
     msg = decode_request(data)
     time.sleep(delay)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    channel.sendmsg([encode_reply(Reply(msg.id, 0, Stage.NONE, "", ""))],
-                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(memoryview(
-                        __import__("array").array("i", [sock.fileno()]))))])
-    sock.close()
+    for offset in ids:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        channel.sendmsg([encode_reply(Reply(msg.id + offset, 0, Stage.NONE, "", ""))],
+                        [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(memoryview(
+                            __import__("array").array("i", [sock.fileno()]))))])
+        sock.close()
 """
 
 
 def _peer_session(loop: asyncio.AbstractEventLoop, delay: float,
-                  timeout: float = 5.0) -> _broker._Session:
-    child = spawn([sys.executable, "-c", PEER, str(delay)],
+                  timeout: float = 5.0, *extra: str) -> _broker._Session:
+    child = spawn([sys.executable, "-c", PEER, str(delay), *extra],
                   {"PYTHONPATH": os.pathsep.join(sys.path)})
     return _broker._Session(child, loop, timeout)
 
@@ -205,6 +208,38 @@ def test_replies_of_cancelled_requests_are_read_and_closed() -> None:
     assert out["end"] == out["before"]
 
 
+def test_a_reply_queued_behind_the_last_due_one_is_still_closed() -> None:
+    """The reader stops at the last reply a request waits for (no read on to
+    EAGAIN); a reply queued behind it that nobody asked for (as a cancelled
+    request's is) keeps the channel readable, and its descriptor is closed
+    on the loop's next turns, not held until the next request."""
+    async def main() -> tuple[list[str], list[str], list[str], bool, list[str]]:
+        loop = asyncio.get_running_loop()
+        before = fds()
+        session = _peer_session(loop, 0.0, 5.0, "stray")
+        request = gprocket.SocketRequest(0, protocol="udp", ip="127.0.0.1")
+        from gprocket._channel.wire import encode_request
+
+        with_session = fds()
+        for _ in range(3):
+            rid = session.next_id()
+            _reply, fd = await session.call(encode_request(request, rid), rid)
+            assert fd is not None
+            os.close(fd)
+        await asyncio.sleep(0.3)  # the last stray has come and been read
+        after = fds()
+        alive = session.dead is None
+        session.fail("closed")
+        assert session.reaper is not None
+        await session.reaper
+        return before, with_session, after, alive, fds()
+
+    before, with_session, after, alive, end = run(main())
+    assert alive
+    assert after == with_session
+    assert end == before
+
+
 def test_late_replies_suspend_polling_as_in_the_gevent_client() -> None:
     """The aio session polls by the same rule as the gevent client
     (_fdpass.Poll, docs/ARCHITECTURE.md "Polling only while it pays"): a
@@ -234,6 +269,43 @@ def test_late_replies_suspend_polling_as_in_the_gevent_client() -> None:
         assert (window, states) == (50e-6, [(1, 1), (0, 1), (2, 2)])
     else:
         assert (window, states) == (0.0, [(0, 0)] * 3)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_receive_now_never_waits_and_reads_once(compiled: bool,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The aio reader's receive (_channel.fdpass.receive_now): nothing queued is
+    BlockingIOError at once (the loop's reader callback waits, not this),
+    a queued reply comes with its descriptor, end of file is None."""
+    import array
+
+    from gprocket._channel import fdpass as _fdpass
+    from gprocket._channel.wire import Reply, Stage, encode_reply
+
+    if compiled and _fdpass._speed is None:
+        pytest.skip("gprocket._channel._fdpass_speed is not built in this install")
+    if not compiled:
+        monkeypatch.setattr(_fdpass, "_speed", None)
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    with ours, peer:
+        start = time.monotonic()
+        with pytest.raises(BlockingIOError):
+            _fdpass.receive_now(ours)
+        with pytest.raises(BlockingIOError):  # a suspended poll reads once, at once
+            _fdpass.receive_now(ours, _fdpass.Poll(0.0))
+        assert time.monotonic() - start < 0.5
+        payload = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with payload:
+            peer.sendmsg([encode_reply(Reply(7, 0, Stage.NONE, "", ""))],
+                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                           array.array("i", [payload.fileno()]))])
+        got = _fdpass.receive_now(ours, _fdpass.Poll(50e-6))
+        assert got is not None and got[0].id == 7 and got[1] is not None
+        assert not os.get_inheritable(got[1])  # close-on-exec from the first instant
+        os.close(got[1])
+        peer.shutdown(socket.SHUT_WR)
+        assert _fdpass.receive_now(ours) is None
 
 
 def test_a_broker_that_stops_answering_fails_its_requests_in_time() -> None:

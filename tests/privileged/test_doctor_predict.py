@@ -188,6 +188,13 @@ def test_doctor_command_json_matches_the_prediction(
     text = priv.run_argv(unpriv_user, [priv.VENV_PYTHON, "-m", "gprocket.cli", "doctor",
                                        "--helper", str(helper)], netns=netns)  # fmt: skip
     assert "UDP socket on port 53 [udp-low]: broker" in text.stdout
+    # The helper's own account of its confinement, run as this user (the
+    # kernel here offers Landlock ABI 7: nothing is off, so nothing warns).
+    assert "note: helper sandbox seccomp: on kill-process" in text.stdout
+    assert "note: helper sandbox landlock: on abi=" in text.stdout
+    assert "warning: the helper runs without" not in text.stdout
+    assert any(note.startswith("helper sandbox capabilities: bounding=kept-only")
+               for note in document["notes"])
 
 
 DEVICE_CODE = """

@@ -1,4 +1,5 @@
-"""The policy grants exactly what it names: issue 12's findings 1, 3, 4 and 5, as attacks.
+"""The policy grants exactly what it names: issue 12's findings 1, 3, 4 and 5, as attacks,
+and what a raw rule's holder really can do (finding 2: why the defaults grant none).
 
 Each attack runs as uid 65534 (nobody, allowed to run the helper through its
 group) against a really installed helper, inside a namespace made for the test,
@@ -430,3 +431,71 @@ def test_patched_program_setting_reuseaddr_on_udp_still_gets_its_port(
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1]) == {"address": ["127.0.0.1", 53],
                                                         "reuseaddr": 0}
+
+
+# ---------------------------------------------------------------- finding 2: what a raw rule gives
+
+ROOT_UDP_SOURCE = textwrap.dedent("""
+    import json, socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 5300))
+    s.settimeout(5)
+    print("ready", flush=True)
+    try:
+        data, source = s.recvfrom(100)
+        got = {"data": data.decode(), "source": list(source)}
+    except TimeoutError:
+        got = None
+    print(json.dumps({"root_got": got}), flush=True)
+""")
+
+# A raw ICMP socket from the helper, IP_HDRINCL set without any capability, and
+# a whole UDP datagram written "from 127.0.0.53:53" (the local resolver).
+FORGE = priv.OUTCOME_PRELUDE + """
+import socket, struct
+import gprocket
+try:
+    raw = gprocket.open(0, family="inet", type="raw", protocol="icmp", helper=@HELPER@)
+except Exception as err:
+    print(json.dumps(failure(err)), flush=True)
+    raise SystemExit(0)
+raw.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+payload = b"forged answer"
+udp = struct.pack("!HHHH", 53, 5300, 8 + len(payload), 0) + payload
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, socket.IPPROTO_UDP, 0,
+                 socket.inet_aton("127.0.0.53"), socket.inet_aton("127.0.0.1"))
+raw.sendto(ip + udp, ("127.0.0.1", 0))
+print(json.dumps({"rung": raw.rung}), flush=True)
+"""
+
+
+DEFAULTS = "allow * bind any 1-1023\n"  # helper/gp.c gp_default_policy
+
+
+@pytest.mark.parametrize("policy", [DEFAULTS + "allow * raw icmp\n", DEFAULTS],
+                         ids=["raw-rule", "defaults"])
+def test_raw_rule_sends_any_packet_from_any_source_as_documented(
+    netns: priv.Netns, install: Callable[[str], Path], nobody: priv.User, policy: str,
+) -> None:
+    # POLICY.md: a raw rule's holder "may send any IP packet with any source
+    # address"; the defaults grant no raw socket.
+    helper = install(policy)
+    root = netns.popen([priv.VENV_PYTHON, "-c", ROOT_UDP_SOURCE])
+    try:
+        assert root.stdout is not None
+        assert root.stdout.readline().strip() == "ready"
+        proc = priv.run_python(nobody, fill(FORGE, HELPER=str(helper)), netns=netns)
+        assert proc.returncode == 0, proc.stderr
+        outcome = json.loads(proc.stdout.splitlines()[-1])
+        out, err = root.communicate(timeout=30)
+        got = json.loads(out.splitlines()[-1])["root_got"]
+        if "raw" in policy:
+            assert outcome == {"rung": "broker"}, outcome
+            assert got == {"data": "forged answer", "source": ["127.0.0.53", 53]}, err
+        else:
+            assert refused_with(outcome, "EPERM"), outcome
+            assert got is None
+    finally:
+        if root.poll() is None:
+            root.kill()
+        root.communicate(timeout=30)

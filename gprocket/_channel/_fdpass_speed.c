@@ -68,9 +68,9 @@ void gpf_parse_control(const uint8_t *control, size_t len, int *fds, int *meta)
 /* One message, its length or -errno (-EAGAIN: none within spin_ns). meta gets
    [descriptor count, msg_flags, 1 if a control message other than
    SCM_RIGHTS (or a malformed one) came, how the poll went: GPF_AT_ONCE (found
-   at the first try), GPF_POLLED (found while polling) or GPF_GAVE_UP (with
-   -EAGAIN: the window passed, or this thread lost its CPU on the way, a gap
-   between two tries of more than GPF_GAP_NS)]. fds has room for GPF_MAXFDS. */
+   at the first try), GPF_POLLED (found while polling), or with -EAGAIN
+   GPF_LOST_CPU (this thread lost its CPU on the way: a gap between two tries
+   of more than GPF_GAP_NS) or GPF_EXPIRED (the window passed)]. fds has room for GPF_MAXFDS. */
 int gpf_receive(int fd, uint8_t *buf, int cap, int64_t spin_ns, int *fds, int *meta)
 {
     union {
@@ -103,8 +103,11 @@ int gpf_receive(int fd, uint8_t *buf, int cap, int64_t spin_ns, int *fds, int *m
         if (!deadline) {
             deadline = now + spin_ns;
             meta[3] = GPF_POLLED;
-        } else if (now >= deadline || now - last > GPF_GAP_NS) {
-            meta[3] = GPF_GAVE_UP;
+        } else if (now - last > GPF_GAP_NS) {
+            meta[3] = GPF_LOST_CPU;
+            return -EAGAIN;
+        } else if (now >= deadline) {
+            meta[3] = GPF_EXPIRED;
             return -EAGAIN;
         }
         last = now;

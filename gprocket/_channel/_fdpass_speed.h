@@ -16,7 +16,8 @@
 /* How a poll went (gpf_receive's meta[3]). */
 #define GPF_AT_ONCE 0
 #define GPF_POLLED 1
-#define GPF_GAVE_UP 2
+#define GPF_LOST_CPU 2 /* gave up: this thread lost its CPU on the way */
+#define GPF_EXPIRED 3  /* gave up: the window passed */
 
 int gpf_receive(int fd, uint8_t *buf, int cap, int64_t spin_ns, int *fds, int *meta);
 void gpf_parse_control(const uint8_t *control, size_t len, int *fds, int *meta);

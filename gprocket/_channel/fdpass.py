@@ -58,8 +58,10 @@ _poll = get_original("select", "poll")
 _new_socket = _socket.socket.__new__
 _init_socket = _socket.socket.__init__
 
-# How a poll went (gpf_receive's meta[3]; the Python poll says the same).
-_AT_ONCE, _POLLED, _GAVE_UP = 0, 1, 2
+# How a poll went (gpf_receive's meta[3]; the Python poll says the same): the
+# message was queued at once, came while polling, or the poll gave up having
+# lost its CPU on the way, or when its window passed.
+_AT_ONCE, _POLLED, _LOST_CPU, _EXPIRED = 0, 1, 2, 3
 # A longer gap between two tries of a poll: this thread lost its CPU meanwhile.
 _GAP_SECONDS = 20e-6
 _BACKOFF_MAX = 1024
@@ -92,11 +94,14 @@ class Poll:
 
     Polling pays while the peer has a CPU to answer on: a reply that comes
     within the window is read without the hub's wait and a thread's
-    wake-up. A poll that gives up (the window passed, or this thread lost
-    its CPU on the way: another process wants it) did not pay, and the next
-    1, 2, 4 ... 1024 receives wait at once; a poll that finds its reply
-    ends the suspension. A reply already queued says nothing either way.
-    See docs/ARCHITECTURE.md "Polling only while it pays".
+    wake-up. A poll that lost its CPU on the way (another process wants it)
+    did not pay, nor did one that outlasted its window while more tasks
+    were running than the machine has CPUs (the peer was waiting for one,
+    maybe for ours): the next 1, 2, 4 ... 1024 receives wait at once. A poll
+    that outlasted its window with CPUs to spare met a slow or sleeping
+    peer, not a crowded machine: only the next receive waits. A poll that
+    finds its reply ends the suspension; a reply already queued says
+    nothing either way. See docs/ARCHITECTURE.md "Polling only while it pays".
     """
 
     __slots__ = ("backoff", "skip", "window")
@@ -114,12 +119,26 @@ class Poll:
         return self.window
 
     def record(self, outcome: int) -> None:
-        """Learn from one poll's outcome (_AT_ONCE, _POLLED or _GAVE_UP)."""
+        """Learn from one poll's outcome (_AT_ONCE, _POLLED, _LOST_CPU or _EXPIRED)."""
         if outcome == _POLLED:
             self.backoff = self.skip = 0
-        elif outcome == _GAVE_UP:
+        elif outcome == _LOST_CPU or (outcome == _EXPIRED and not _cpus_to_spare()):
             self.backoff = min(self.backoff * 2 or 1, _BACKOFF_MAX)
             self.skip = self.backoff
+        elif outcome == _EXPIRED:
+            self.skip = 1
+
+
+def _cpus_to_spare() -> bool:
+    """Whether no more tasks are running than there are CPUs (this one and
+    its peer included): the kernel's count in /proc/loadavg, read only when
+    a poll outlasts its window."""
+    try:
+        with open("/proc/loadavg", "rb") as loadavg:
+            running = int(loadavg.read().split()[3].partition(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return running <= (os.cpu_count() or 1)
 
 
 def receive(channel: gevent.socket.socket, spin: float = 0.0,
@@ -135,12 +154,18 @@ def receive(channel: gevent.socket.socket, spin: float = 0.0,
     if poll is not None:
         spin = poll.next_window()
     if _speed is not None:
-        got, outcome = _receive_compiled(channel.fileno(), spin)
+        fd = channel.fileno()
+        got, outcome = _receive_compiled(fd, spin)
         if poll is not None and spin:
             poll.record(outcome)
-        if got is not None:
-            return _judge(*got)
-    elif spin:
+        while got is None:
+            # gevent's own wait on the channel's watcher (its timeout applies),
+            # then one compiled read: no second failed read before the wait,
+            # as the gevent socket's recvmsg would make.
+            channel._wait(channel._read_event)
+            got, _ = _receive_compiled(fd, 0.0)
+        return _judge(*got)
+    if spin:
         outcome = _poll_readable(channel.fileno(), spin)
         if poll is not None:
             poll.record(outcome)
@@ -210,8 +235,10 @@ def _poll_readable(fd: int, spin: float) -> int:
     deadline = last + spin
     while not poll(0):
         now = clock()
-        if now >= deadline or now - last > _GAP_SECONDS:
-            return _GAVE_UP
+        if now - last > _GAP_SECONDS:
+            return _LOST_CPU
+        if now >= deadline:
+            return _EXPIRED
         last = now
     return _POLLED
 

@@ -1,7 +1,7 @@
 """Replies from a helper's channel, read through the event loop (asyncio).
 
 The message is decoded and its descriptor judged by the same code as the
-gevent front (``gprocket._channel.fdpass.receive``: SCM_RIGHTS, close-on-exec from
+gevent front (``gprocket._channel.fdpass.receive_now``: SCM_RIGHTS, close-on-exec from
 the first instant, extra descriptors closed, truncation refused); only the
 wait differs.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from .._channel.fdpass import receive
+from .._channel.fdpass import receive_now
 from .._channel.wire import Reply
 from ._wait import readable, writable
 
@@ -22,7 +22,7 @@ async def receive_reply(channel: socket.socket) -> tuple[Reply, int | None] | No
     """Wait (without blocking the loop) for one reply; None at end of file."""
     while True:
         try:
-            return receive(channel)
+            return receive_now(channel)
         except BlockingIOError:
             await readable(channel.fileno())
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import array
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import gevent
@@ -158,10 +160,15 @@ def test_a_reply_later_than_the_poll_window_is_waited_for_cooperatively(channel)
     assert _late_reply(*channel) >= 10
 
 
-def test_polls_that_give_up_suspend_polling_for_longer_and_longer(channel) -> None:  # type: ignore[no-untyped-def]
-    """A poll that gives up (the reply came after the window) did not pay:
-    the next receives wait at once, 1, then 2, then 4 of them; a reply
-    already queued when the receive starts proves nothing and changes nothing."""
+def _busy(count: int) -> list[subprocess.Popen[bytes]]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def test_late_replies_on_a_crowded_machine_suspend_polling_for_longer_and_longer(channel) -> None:  # type: ignore[no-untyped-def]
+    """With more tasks running than CPUs (one busy process per CPU, and one
+    more), a poll whose reply came after the window did not pay: the next
+    receives wait at once, 1, then 2, then 4 of them; a reply already queued
+    when the receive starts proves nothing and changes nothing."""
     client, peer = channel
     poll = fdpass.Poll(50e-6)
     sock = _udp()
@@ -170,13 +177,21 @@ def test_polls_that_give_up_suspend_polling_for_longer_and_longer(channel) -> No
     assert got is not None and got[1] is not None
     os.close(got[1])
     assert (poll.skip, poll.backoff) == (0, 0)
-    for backoff in (1, 2, 4):
-        _late_reply(client, peer, poll)
-        assert (poll.skip, poll.backoff) == (backoff, backoff)
-        for left in range(backoff, 0, -1):
-            # Suspended: no poll, so even a late reply leaves the rule as it was.
-            assert poll.next_window() == 0.0
-            assert poll.skip == left - 1
+    hogs = _busy((os.cpu_count() or 1) + 1)
+    try:
+        # The kernel's own count, as the rule reads it.
+        assert not fdpass._cpus_to_spare()
+        for backoff in (1, 2, 4):
+            _late_reply(client, peer, poll)
+            assert (poll.skip, poll.backoff) == (backoff, backoff)
+            for left in range(backoff, 0, -1):
+                # Suspended: no poll, so even a late reply leaves the rule as it was.
+                assert poll.next_window() == 0.0
+                assert poll.skip == left - 1
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
     assert poll.next_window() == 50e-6
     sock.close()
 

@@ -884,6 +884,13 @@ static int sandbox_report(const char *selftest)
 		return write(2, msg, sizeof msg - 1) < 0 ? EX_IO : EX_USAGE;
 	}
 	drop(0);
+#ifdef GP_SANDBOX_SELFTEST
+	int other = -1;
+	if (selftest && !strcmp(selftest, "pread")) {
+		open_loadavg();
+		other = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+	}
+#endif
 	gp_sandbox_apply(&sb, 1, EX_SANDBOX);
 	/* snprintf and write(2) only: stdio would call fstat and allocate a buffer. */
 	if (gp_sandbox_format(&sb, out, sizeof out)) return EX_IO;
@@ -910,6 +917,16 @@ static int sandbox_report(const char *selftest)
 		fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG); /* SIGSYS */
 		return EX_SANDBOX;
 	}
+	/* pread reads the loadavg descriptor only: the same file at another number kills. */
+	if (!strcmp(selftest, "pread")) {
+		char buf[128];
+		n = pread(GP_LOADAVG_FD, buf, sizeof buf, 0);
+		snprintf(out, sizeof out, "selftest: pread loadavg: %s\nselftest: pread %d\n",
+		         n > 0 ? "ok" : "failed", other);
+		if (write(1, out, strlen(out)) < 0) return EX_IO;
+		n = pread(other, buf, sizeof buf, 0); /* SIGSYS */
+		return EX_SANDBOX;
+	}
 	/* Outside the allowlist; inside it, but with a right it does not grant (read). */
 	static const char *const paths[] = { "/etc/passwd", "/proc/sys/net/ipv6/conf/lo/accept_ra" };
 	for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
@@ -928,7 +945,7 @@ static int sandbox_report(const char *selftest)
 
 /* argv selects a mode and, for a broker or one-shot, the namespace it serves:
  *   --version | --check-policy | --sandbox-report | [--broker] [--netns NAME]
- * (test builds: --sandbox-report --selftest seccomp|netlink|landlock). Anything else: 2. */
+ * (test builds: --sandbox-report --selftest seccomp|netlink|pread|landlock). Anything else: 2. */
 int main(int argc, char **argv)
 {
 	static cpu_set_t allowed;

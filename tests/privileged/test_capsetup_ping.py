@@ -89,6 +89,51 @@ def test_a_wider_range_is_never_narrowed(prefix: Path, netns: priv.Netns, tmp_pa
     assert ping_range(netns) == f"{gid + 5} {gid + 10}"
 
 
+@pytest.fixture
+def second_prefix() -> Iterator[Path]:
+    path = priv.install_root() / f"cs-ping2-{secrets.token_hex(5)}"
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def values(sysctl_dir: Path) -> list[str]:
+    """Each install's persisted value, in the order sysctl applies them at boot."""
+    return [conf.read_text().splitlines()[-1] for conf in sorted(sysctl_dir.iterdir())]
+
+
+@pytest.mark.parametrize("second_group", ["same", "other"])
+def test_two_installs_share_the_range_and_each_remove_keeps_what_the_other_needs(
+    second_group: str, prefix: Path, second_prefix: Path, netns: priv.Netns, tmp_path: Path
+) -> None:
+    """The range is one setting for the host and two prefixes may rely on it:
+    removing either install keeps the other's gid in the range (in the kernel
+    and in the files sysctl applies at boot, which all hold the same value),
+    and removing the last restores the range found before the first."""
+    gid = grp.getgrnam(priv.TEST_GROUP).gr_gid
+    group = priv.TEST_GROUP if second_group == "same" else "daemon"
+    other = grp.getgrnam(group).gr_gid
+    assert ping_range(netns) == "1 0"
+    install(prefix, netns, tmp_path)
+    out = install(second_prefix, netns, tmp_path, "--group", group)
+    both = (min(gid, other), max(gid, other))
+    assert ping_range(netns) == f"{both[0]} {both[1]}", out
+    assert len(list(tmp_path.iterdir())) == 2
+    assert values(tmp_path) == [f"net.ipv4.ping_group_range = {both[0]} {both[1]}"] * 2
+    # The first install goes: the second's gid stays.
+    removed = capsetup("remove", "--purge", "--prefix", str(prefix), netns=netns)
+    assert removed.returncode == 0, removed.stderr
+    assert ping_range(netns) == f"{other} {other}", removed.stdout
+    assert values(tmp_path) == [f"net.ipv4.ping_group_range = {other} {other}"]
+    # The last one goes: the range found before the first install comes back.
+    removed = capsetup("remove", "--purge", "--prefix", str(second_prefix), netns=netns)
+    assert removed.returncode == 0, removed.stderr
+    assert "restored net.ipv4.ping_group_range to 1 0" in removed.stdout
+    assert ping_range(netns) == "1 0"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_no_ping_group_leaves_the_range_alone(
     prefix: Path, netns: priv.Netns, tmp_path: Path
 ) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import secrets
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +51,14 @@ def lab() -> Iterator[Lab]:
                         "peer", "name", end, "netns", remote.name], check=True)
         router.sysctl("net.ipv4.ip_forward", "1")
         router.sysctl("net.ipv6.conf.all.forwarding", "1")
-        # The router answers every probe of every test case, not one a second.
+        # The router answers every probe of every test case, not one a second:
+        # no per-destination limit, and no ICMP type in the masks of the
+        # per-namespace token bucket (icmp_msgs_per_sec) either, which a
+        # fresh namespace may start empty (it dropped a witness ping's error).
         router.sysctl("net.ipv4.icmp_ratelimit", "0")
         router.sysctl("net.ipv6.icmp.ratelimit", "0")
+        router.sysctl("net.ipv4.icmp_ratemask", "0")
+        router.sysctl("net.ipv6.icmp.ratemask", "127")
         for ns, dev, v4, v6, ll in ((client, near, "10.99.0.2/24", "fd00:99::2/64", "fe80::2/64"),
                                     (router, far, "10.99.0.1/24", "fd00:99::1/64", "fe80::1/64")):
             ns.exec(["ip", "addr", "add", v4, "dev", dev])
@@ -117,8 +123,15 @@ def test_router_errors_reported_like_iputils(unpriv_user: priv.User, lab: Lab,
         assert re.search(r"1 packets transmitted, 0 received, \+1 errors, 100% packet loss",
                          proc.stdout), proc.stdout
         # The real ping, as the same user: every line the same but the times.
-        witness = priv.run_argv(unpriv_user, ["ping", "-c", "1", "-W", "1", *args],
-                                netns=lab.client)
+        for _ in range(2):
+            witness = priv.run_argv(unpriv_user, ["ping", "-c", "1", "-W", "1", *args],
+                                    netns=lab.client)
+            # An error the router's per-source limit (net.ipv4.route.error_cost, one
+            # a second after a burst of five, host-wide) swallowed: the network's
+            # doing, not the tool's, so the reference gets one more try.
+            if _from_lines(witness.stdout):
+                break
+            time.sleep(1)
         assert _from_lines(witness.stdout) == [expected], witness.stdout
         assert (proc.returncode, mask(proc.stdout), mask(proc.stderr)) == \
             (witness.returncode, mask(witness.stdout), mask(witness.stderr))

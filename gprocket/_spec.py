@@ -208,7 +208,26 @@ def socket_request(port: int, options: SocketOptions, where: str) -> SocketReque
     of SocketRequest only) and a misspelt name as Python would its own keyword.
     """
     _check_options(options, where)
-    return SocketRequest(port, **options)
+    # A program asks for the same socket again and again (a server per
+    # restart, a client per query): the checked request, with the wire
+    # message and the descriptor checks it carries once encoded, is kept
+    # per argument list (types included: 53.0 and True must still be refused).
+    try:
+        key = (type(port), port, *((name, type(value), value)
+                                   for name, value in sorted(options.items())))
+        found = _REQUESTS.get(key)
+    except TypeError:  # an unhashable option: SocketRequest names what is wrong
+        return SocketRequest(port, **options)
+    if found is None:
+        found = SocketRequest(port, **options)
+        if len(_REQUESTS) >= _REQUESTS_KEPT:
+            _REQUESTS.pop(next(iter(_REQUESTS)), None)
+        _REQUESTS[key] = found
+    return found
+
+
+_REQUESTS: dict[tuple[object, ...], SocketRequest] = {}
+_REQUESTS_KEPT = 256
 
 
 @dataclass(frozen=True, init=False)

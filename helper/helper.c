@@ -743,22 +743,19 @@ static long now_ns(void)
 
 /* Non-blocking tries for up to 50 µs; gives up early when the CPU was lost
  * (tries more than 20 µs apart): then the client is not running either.
- * Gives up with -1 and errno EAGAIN, *lost saying which way. *waited says
- * whether a try came back empty: a request queued at the first try says
- * nothing about polling. */
-static ssize_t poll_request(struct msghdr *mh, int *waited, int *lost)
+ * Gives up with -1 and errno EAGAIN. *waited says whether a try came back
+ * empty: a request queued at the first try says nothing about polling. */
+static ssize_t poll_request(struct msghdr *mh, int *waited)
 {
 	long start = now_ns();
 	long last = start;
 	*waited = 0;
-	*lost = 0;
 	for (;;) {
 		ssize_t n = recvmsg(0, mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 		if (n >= 0 || errno != EAGAIN) return n;
 		*waited = 1;
 		long t = now_ns();
-		*lost = t - last >= 20000;
-		if (start < 0 || t < 0 || *lost || t - start >= 50000) {
+		if (start < 0 || t < 0 || t - last >= 20000 || t - start >= 50000) {
 			errno = EAGAIN;
 			return -1;
 		}
@@ -766,69 +763,29 @@ static ssize_t poll_request(struct msghdr *mh, int *waited, int *lost)
 	}
 }
 
-/* /proc/loadavg at GP_LOADAVG_FD (the one descriptor the filter lets pread read);
- * without it (no /proc) every poll that outlasts its window counts as crowded. */
-static void open_loadavg(void)
-{
-	int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fd == GP_LOADAVG_FD) return;
-	if (dup3(fd, GP_LOADAVG_FD, O_CLOEXEC) < 0) {
-		close(fd);
-		return;
-	}
-	close(fd);
-}
-
-/* Whether no more tasks are running than the machine has CPUs (this one
- * included): the fourth field of /proc/loadavg, "running/total", read through
- * the descriptor opened before the sandbox. No answer counts as no. */
-static int cpus_to_spare(long cpus)
-{
-	char buf[128];
-	ssize_t n = pread(GP_LOADAVG_FD, buf, sizeof buf - 1, 0);
-	const char *p = buf;
-	char *end;
-	if (n <= 0) return 0;
-	buf[n] = 0;
-	for (int field = 0; field < 3; field++) {
-		p = strchr(p, ' ');
-		if (!p) return 0;
-		p++;
-	}
-	long running = strtol(p, &end, 10);
-	return end != p && *end == '/' && running <= cpus;
-}
-
 /* Poll for the next request while polls pay (../docs/ARCHITECTURE.md): a poll
- * that lost its CPU, or outlasted its window with more tasks running than
- * CPUs, skips the next 1, 2, 4 ... 1024 polls; one that outlasted its window
- * with CPUs to spare skips the next one only (the client was slow, not
- * crowded out); one that finds resets. cpus: 0 never polls. */
-static ssize_t next_request(struct msghdr *mh, long cpus)
+ * that gives up skips the next 1, 2, 4 ... 1024 polls; one that finds resets. */
+static ssize_t next_request(struct msghdr *mh, int may_poll)
 {
 	static unsigned skip;
 	static unsigned backoff;
-	int waited, lost;
+	int waited;
 	ssize_t n;
-	if (!cpus || skip) {
+	if (!may_poll || skip) {
 		if (skip) skip--;
 		return recvmsg(0, mh, MSG_CMSG_CLOEXEC);
 	}
-	n = poll_request(mh, &waited, &lost);
+	n = poll_request(mh, &waited);
 	if (n >= 0 && waited) backoff = 0;
 	if (n >= 0 || errno != EAGAIN) return n;
-	if (lost || !cpus_to_spare(cpus)) {
-		backoff = backoff ? 2 * backoff : 1;
-		if (backoff > 1024) backoff = 1024;
-		skip = backoff;
-	} else {
-		skip = 1;
-	}
+	backoff = backoff ? 2 * backoff : 1;
+	if (backoff > 1024) backoff = 1024;
+	skip = backoff;
 	return recvmsg(0, mh, MSG_CMSG_CLOEXEC);
 }
 
 /* One loop for both modes: one-shot is the broker stopped after one request. */
-static void serve(int broker, long cpus)
+static void serve(int broker, int may_poll)
 {
 	static uint8_t in[GP_REQ_SIZE + 1];
 	int malformed = 0;
@@ -838,7 +795,7 @@ static void serve(int broker, long cpus)
 		struct gp_status st;
 		struct gp_req r;
 		int fd = -1;
-		ssize_t n = next_request(&mh, cpus);
+		ssize_t n = next_request(&mh, may_poll);
 		if (n == 0) _exit(0);
 		if (n < 0 && errno == EINTR) continue;
 		if (n < 0) _exit(EX_IO);
@@ -884,13 +841,6 @@ static int sandbox_report(const char *selftest)
 		return write(2, msg, sizeof msg - 1) < 0 ? EX_IO : EX_USAGE;
 	}
 	drop(0);
-#ifdef GP_SANDBOX_SELFTEST
-	int other = -1;
-	if (selftest && !strcmp(selftest, "pread")) {
-		open_loadavg();
-		other = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-	}
-#endif
 	gp_sandbox_apply(&sb, 1, EX_SANDBOX);
 	/* snprintf and write(2) only: stdio would call fstat and allocate a buffer. */
 	if (gp_sandbox_format(&sb, out, sizeof out)) return EX_IO;
@@ -917,16 +867,6 @@ static int sandbox_report(const char *selftest)
 		fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG); /* SIGSYS */
 		return EX_SANDBOX;
 	}
-	/* pread reads the loadavg descriptor only: the same file at another number kills. */
-	if (!strcmp(selftest, "pread")) {
-		char buf[128];
-		n = pread(GP_LOADAVG_FD, buf, sizeof buf, 0);
-		snprintf(out, sizeof out, "selftest: pread loadavg: %s\nselftest: pread %d\n",
-		         n > 0 ? "ok" : "failed", other);
-		if (write(1, out, strlen(out)) < 0) return EX_IO;
-		n = pread(other, buf, sizeof buf, 0); /* SIGSYS */
-		return EX_SANDBOX;
-	}
 	/* Outside the allowlist; inside it, but with a right it does not grant (read). */
 	static const char *const paths[] = { "/etc/passwd", "/proc/sys/net/ipv6/conf/lo/accept_ra" };
 	for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
@@ -945,10 +885,10 @@ static int sandbox_report(const char *selftest)
 
 /* argv selects a mode and, for a broker or one-shot, the namespace it serves:
  *   --version | --check-policy | --sandbox-report | [--broker] [--netns NAME]
- * (test builds: --sandbox-report --selftest seccomp|netlink|pread|landlock). Anything else: 2. */
+ * (test builds: --sandbox-report --selftest seccomp|netlink|landlock). Anything else: 2. */
 int main(int argc, char **argv)
 {
-	static cpu_set_t allowed;
+	static cpu_set_t cpus;
 	int broker = 0;
 	int check = argc == 2 && !strcmp(argv[1], "--check-policy");
 	int report = argc >= 2 && !strcmp(argv[1], "--sandbox-report");
@@ -957,7 +897,7 @@ int main(int argc, char **argv)
 	const char *selftest = NULL;
 	char sudo_uid[16] = "";
 	struct stat ts;
-	long cpus = 0;
+	int may_poll;
 	if (argc == 2 && !strcmp(argv[1], "--version"))
 		return puts("gprocket-helper 1") < 0 || fflush(stdout);
 	if (check || report) i = 2;
@@ -993,14 +933,11 @@ int main(int argc, char **argv)
 	if (check) return check_policy();
 	/* After the drop: a credential change would have reset it. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) || getppid() != ppid) _exit(EX_CHANNEL);
-	/* Read before the sandbox, which has no sched_getaffinity or open. One CPU:
-	 * never poll, the client needs it. */
-	if (broker && !sched_getaffinity(0, sizeof allowed, &allowed) && CPU_COUNT(&allowed) > 1) {
-		open_loadavg();
-		cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	}
+	/* Read before the sandbox, which has no sched_getaffinity. One CPU: never poll,
+	 * the client needs it. */
+	may_poll = broker && !sched_getaffinity(0, sizeof cpus, &cpus) && CPU_COUNT(&cpus) > 1;
 	/* Last before the first read: from here on only the request loop's calls work. */
 	gp_sandbox_apply(&sb, 0, EX_SANDBOX);
-	serve(broker, cpus);
+	serve(broker, may_poll);
 	return 0;
 }

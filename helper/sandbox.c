@@ -170,7 +170,6 @@ static const uint32_t ioctl_cmds[] = {
 };
 static const uint32_t open_forbidden[] = { O_CREAT | O_TRUNC };
 static const uint32_t stdout_only[] = { 1 };
-static const uint32_t loadavg_only[] = { GP_LOADAVG_FD };
 
 #define N(a) (int)(sizeof(a) / sizeof((a)[0]))
 
@@ -199,8 +198,6 @@ static const struct sc_rule allowlist[] = {
 #endif
 	{ __NR_capset, ANY, 0, 0, NULL, "raise one permitted capability around one call" },
 	{ __NR_clock_gettime, ANY, 0, 0, NULL, "the broker's poll window when the vDSO is absent" },
-	{ __NR_pread64, ARG_IN, 0, N(loadavg_only), loadavg_only,
-	  "the running-task count in /proc/loadavg, when a poll outlasts its window" },
 	{ __NR_rt_sigreturn, ANY, 0, 0, NULL, "return from a signal (none is handled today)" },
 	{ __NR_restart_syscall, ANY, 0, 0, NULL, "resume a call interrupted by SIGSTOP/SIGCONT" },
 	{ __NR_exit_group, ANY, 0, 0, NULL, "_exit at channel EOF or on a fatal error" },

@@ -13,10 +13,6 @@
  * and a client may pipeline hundreds of requests. */
 enum { GP_NOFILE = 1024 };
 
-/* A polling broker keeps /proc/loadavg open here, out of the way of the loop's own
- * descriptors: the only descriptor the filter lets pread(2) read. */
-enum { GP_LOADAVG_FD = 1000 };
-
 struct gp_sandbox {
 	int landlock_abi;   /* the kernel's Landlock ABI; 0 when it has none */
 	int landlock_err;   /* why there is no Landlock domain (an errno), 0 when there is one */

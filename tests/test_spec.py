@@ -237,3 +237,26 @@ def test_device_request_only_allowlisted_names(name: str) -> None:
     with pytest.raises(ValueError, match="is not allowed"):
         DeviceRequest(name)
     assert DeviceRequest("net/tun").path == "/dev/net/tun"
+
+
+def test_the_same_arguments_give_the_same_checked_request() -> None:
+    """open/open_fd keep the request per argument list (its wire message and
+    descriptor checks are worked out once), but never at the price of a check:
+    a float or bool port, or an unhashable option, is refused as before, and
+    the kept requests are bounded."""
+    from gprocket import _spec
+
+    first = _spec.socket_request(53, {"protocol": "udp", "ip": "127.0.0.1"}, "open_fd")
+    again = _spec.socket_request(53, {"ip": "127.0.0.1", "protocol": "udp"}, "open")
+    assert again is first
+    assert _spec.socket_request(54, {"protocol": "udp", "ip": "127.0.0.1"}, "open_fd") != first
+    for port in (53.0, True):
+        with pytest.raises(TypeError, match="port must be an int"):
+            _spec.socket_request(port, {"protocol": "udp", "ip": "127.0.0.1"}, "open_fd")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="protocol must be an int"):
+        _spec.socket_request(53, {"protocol": ["udp"]}, "open_fd")  # type: ignore[typeddict-item]
+    with pytest.raises(TypeError, match="dualstack"):
+        _spec.socket_request(53, {"dualstack": True}, "open_fd")  # type: ignore[typeddict-unknown-key]
+    for port in range(1000, 1000 + 2 * _spec._REQUESTS_KEPT):
+        _spec.socket_request(port, {"protocol": "udp"}, "open_fd")
+    assert len(_spec._REQUESTS) <= _spec._REQUESTS_KEPT

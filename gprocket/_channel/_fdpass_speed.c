@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sched.h>
 #include <time.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -115,6 +116,12 @@ int gpf_receive(int fd, uint8_t *buf, int cap, int64_t spin_ns, int *fds, int *m
     meta[1] = mh.msg_flags;
     gpf_parse_control(control.bytes, mh.msg_controllen, fds, meta);
     return (int)n;
+}
+
+/* The CPU this thread runs on (-1 if unknown): no system call with rseq or the vDSO. */
+int gpf_cpu(void)
+{
+    return sched_getcpu();
 }
 
 static int option(int fd, int level, int name, int want)

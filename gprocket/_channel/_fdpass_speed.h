@@ -20,6 +20,7 @@
 #define GPF_EXPIRED 3  /* gave up: the window passed */
 
 int gpf_receive(int fd, uint8_t *buf, int cap, int64_t spin_ns, int *fds, int *meta);
+int gpf_cpu(void);
 void gpf_parse_control(const uint8_t *control, size_t len, int *fds, int *meta);
 int gpf_check_inet(int fd, int family, int type, int protocol, const char *addr,
                    int port, int v6only, const char *ifname, int listening);

@@ -92,22 +92,24 @@ def tun_name(fd: int) -> str:
 class Poll:
     """Whether the next receive polls before it waits, and for how long.
 
-    Polling pays while the peer has a CPU to answer on: a reply that comes
-    within the window is read without the hub's wait and a thread's
-    wake-up. A poll that lost its CPU on the way (another process wants it)
-    did not pay, nor did one that outlasted its window while more tasks
-    were running than the machine has CPUs (the peer was waiting for one,
-    maybe for ours): the next 1, 2, 4 ... 1024 receives wait at once. A poll
-    that outlasted its window with CPUs to spare met a slow or sleeping
-    peer, not a crowded machine: only the next receive waits. A poll that
-    finds its reply ends the suspension; a reply already queued says
-    nothing either way. See docs/ARCHITECTURE.md "Polling only while it pays".
+    Polling pays while the peer has a CPU of its own to answer on: a reply
+    that comes within the window is read without the hub's wait and a
+    thread's wake-up. A poll that lost its CPU on the way (another process
+    wants it) did not pay, nor did one that outlasted its window while the
+    peer (``peer``, a pid) sat on this very CPU or more tasks were running
+    than the machine has CPUs (the peer was waiting for a CPU): the next 1,
+    2, 4 ... 1024 receives wait at once. A poll that outlasted its window
+    with the peer on another CPU and CPUs to spare met a slow or sleeping
+    peer, not a crowded CPU: only the next receive waits. A poll that finds
+    its reply ends the suspension; a reply already queued says nothing
+    either way. See docs/ARCHITECTURE.md "Polling only while it pays".
     """
 
-    __slots__ = ("backoff", "skip", "window")
+    __slots__ = ("backoff", "peer", "skip", "window")
 
-    def __init__(self, window: float) -> None:
+    def __init__(self, window: float, peer: int | None = None) -> None:
         self.window = window  # seconds; 0: never poll
+        self.peer = peer
         self.skip = 0  # receives still to wait for without polling
         self.backoff = 0  # the suspension after the next poll that does not pay
 
@@ -122,11 +124,27 @@ class Poll:
         """Learn from one poll's outcome (_AT_ONCE, _POLLED, _LOST_CPU or _EXPIRED)."""
         if outcome == _POLLED:
             self.backoff = self.skip = 0
-        elif outcome == _LOST_CPU or (outcome == _EXPIRED and not _cpus_to_spare()):
+        elif outcome == _EXPIRED and _peer_elsewhere(self.peer) and _cpus_to_spare():
+            self.skip = 1
+        elif outcome in (_LOST_CPU, _EXPIRED):
             self.backoff = min(self.backoff * 2 or 1, _BACKOFF_MAX)
             self.skip = self.backoff
-        elif outcome == _EXPIRED:
-            self.skip = 1
+
+
+def _peer_elsewhere(peer: int | None) -> bool:
+    """Whether process ``peer`` is known to be on another CPU than this thread
+    (its /proc/PID/stat, readable by anyone: read only when a poll outlasts
+    its window). Unknown counts as no."""
+    if peer is None or _speed is None:
+        return False
+    try:
+        with open(f"/proc/{peer}/stat", "rb") as stat:
+            # Field 39, "processor", counted after the parenthesised name.
+            peer_cpu = int(stat.read().rpartition(b")")[2].split()[36])
+    except (OSError, ValueError, IndexError):
+        return False
+    here: int = _speed.lib.gpf_cpu()
+    return here >= 0 and peer_cpu != here
 
 
 def _cpus_to_spare() -> bool:

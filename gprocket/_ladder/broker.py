@@ -99,7 +99,7 @@ class _Session:
         # The non-blocking socket under the gevent one (gevent keeps it as _sock).
         self.raw: socket.socket = child.channel._sock
         self.spin = SPIN_SECONDS if len(os.sched_getaffinity(0)) > 1 else 0.0
-        self.poll = Poll(self.spin)
+        self.poll = Poll(self.spin, peer=child.pid)
         self.dead: str | None = None
         self.loop = get_hub().loop
         # The broker's exit, noticed while idle (nobody reads the channel

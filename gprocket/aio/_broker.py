@@ -83,7 +83,8 @@ class _Session:
         # it pays"): a lone request polls briefly for its reply before it
         # parks, while polls find replies; never with one CPU, where the
         # broker needs it to answer.
-        self.poll = Poll(SPIN_SECONDS if len(os.sched_getaffinity(0)) > 1 else 0.0)
+        self.poll = Poll(SPIN_SECONDS if len(os.sched_getaffinity(0)) > 1 else 0.0,
+                         peer=child.pid)
         loop.add_reader(self.fd, self._readable)
 
     def next_id(self) -> int:

@@ -166,12 +166,12 @@ def test_notes_show_ping_group_strong_rules_and_ignored_variables() -> None:
 
 
 def test_notes_carry_the_helpers_sandbox_report_and_warn_where_a_part_is_off() -> None:
-    confined = ("seccomp: on kill-process syscalls=20",
+    confined = ("seccomp: on kill-process syscalls=19",
                 "landlock: on abi=7 fs=/dev/net/tun:rw scope=abstract-unix-socket,signal")
     said = notes(facts(helper=helper(sandbox=confined)))
-    assert "helper sandbox seccomp: on kill-process syscalls=20" in said
+    assert "helper sandbox seccomp: on kill-process syscalls=19" in said
     assert not any(line.startswith("warning: the helper runs without") for line in said)
-    bare = ("seccomp: on kill-process syscalls=20", "landlock: off (the kernel has no Landlock)")
+    bare = ("seccomp: on kill-process syscalls=19", "landlock: off (the kernel has no Landlock)")
     said = notes(facts(helper=helper(sandbox=bare)))
     assert "helper sandbox landlock: off (the kernel has no Landlock)" in said
     assert any(line.startswith("warning: the helper runs without landlock: its file access "

@@ -34,21 +34,24 @@ def test_poll_backs_off_when_polls_lose_the_cpu_and_resumes_when_one_pays() -> N
     assert fdpass.Poll(0.0).next_window() == 0.0
 
 
-@pytest.mark.parametrize("spare", [True, False])
-def test_a_poll_that_outlasts_its_window_backs_off_only_on_a_crowded_machine(
-        spare: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A window that passed with CPUs to spare met a slow or sleeping peer: the
-    next receive waits and polling resumes after it, whatever came before.
-    With more tasks running than CPUs it counts as a lost poll. (The count
-    itself, from the kernel, is tests/privileged/test_broker_fdpass.py's.)"""
+@pytest.mark.parametrize(("elsewhere", "spare"),
+                         [(True, True), (False, True), (True, False), (False, False)])
+def test_a_poll_that_outlasts_its_window_backs_off_unless_the_peer_had_a_cpu(
+        elsewhere: bool, spare: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window that passed with the peer on another CPU and CPUs to spare met a
+    slow or sleeping peer: the next receive waits and polling resumes after
+    it, whatever came before. With the peer on this CPU (waiting for the poll
+    to end) or more tasks running than CPUs it counts as a lost poll. (What
+    the kernel says of both is tests/privileged/test_broker_fdpass.py's.)"""
+    monkeypatch.setattr(fdpass, "_peer_elsewhere", lambda peer: elsewhere)
     monkeypatch.setattr(fdpass, "_cpus_to_spare", lambda: spare)
-    poll = fdpass.Poll(50e-6)
+    poll = fdpass.Poll(50e-6, peer=1)
     poll.record(fdpass._LOST_CPU)
     poll.record(fdpass._LOST_CPU)
     assert (poll.skip, poll.backoff) == (2, 2)
     poll.skip = 0
     poll.record(fdpass._EXPIRED)
-    if spare:
+    if elsewhere and spare:
         assert (poll.skip, poll.backoff) == (1, 2)
         assert [poll.next_window(), poll.next_window()] == [0.0, 50e-6]
     else:

@@ -35,7 +35,7 @@ FUNCTIONS = {
     _icmp_build: {"gpi_new", "gpi_free", "gpi_step", "gpi_seq"},
     _packet_build: {"gpk_walk_block", "gpk_block_meta", "gpk_block_to_pcap",
                     "gpk_block_write", "gpk_send_batch", "gpk_tx_fill"},
-    _fdpass_build: {"gpf_receive", "gpf_parse_control", "gpf_check_inet"},
+    _fdpass_build: {"gpf_receive", "gpf_parse_control", "gpf_check_inet", "gpf_cpu"},
 }
 builders = pytest.mark.parametrize("builder", BUILDERS,
                                    ids=lambda b: b.__name__.removeprefix("gprocket."))

@@ -260,12 +260,6 @@ sys.stdin.readline()
 """
 
 
-def _file_reads(pid: int) -> tuple[int, int]:
-    """A process's read calls on files and the bytes they read (/proc/PID/io)."""
-    io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
-    return int(io["syscr"]), int(io["rchar"])
-
-
 @pytest.mark.parametrize("cpus", ["one", "all"])
 def test_broker_polls_briefly_only_with_a_cpu_to_spare_and_then_sleeps(
     cpus: str, unpriv_user: priv.User, netns: priv.Netns, installed_helper, tmp_path: Path
@@ -284,7 +278,6 @@ def test_broker_polls_briefly_only_with_a_cpu_to_spare_and_then_sleeps(
         assert (first["spin"] > 0) is (cpus == "all"), first
         _wait_idle(pid)
         assert _blocked_in_recvmsg(pid)
-        before = _file_reads(pid)
         if cpus == "one":
             # No poll at all: not even one non-blocking try, only blocking calls.
             trace = tmp_path / "recvmsg.strace"
@@ -308,17 +301,10 @@ def test_broker_polls_briefly_only_with_a_cpu_to_spare_and_then_sleeps(
             # unreported (the old helper's trace missed it too, now and then).
             assert len([line for line in calls if "GPRQ" in line]) >= 19, calls
             assert tries == [], calls
-            assert _file_reads(pid) == before  # nor a look at the running-task count
         else:
             client.go()
             assert client.read() == {"done": True}
             _wait_idle(pid)
-            # Each request came 2 ms after the last reply, long after the poll's
-            # window: the broker read the running-task count (pread of
-            # /proc/loadavg; a socket's recvmsg is not counted here) to judge it.
-            reads, read_bytes = _file_reads(pid)
-            assert reads - before[0] >= 1
-            assert read_bytes - before[1] >= 20 * (reads - before[0])
     finally:
         client.close()
 

@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import gevent
@@ -164,6 +165,33 @@ def _busy(count: int) -> list[subprocess.Popen[bytes]]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
 
 
+def test_the_peer_on_this_cpu_is_seen_as_such(channel) -> None:  # type: ignore[no-untyped-def]
+    """_peer_elsewhere reads the peer's CPU from /proc/PID/stat and compares it with
+    this thread's: a peer pinned to this thread's CPU is not elsewhere, one pinned
+    to another CPU is; an unknown peer never is, nor any peer without the
+    compiled module (this thread's CPU is then unknown)."""
+    assert len(os.sched_getaffinity(0)) >= 2, "this test needs a machine with two CPUs"
+    here, there = sorted(os.sched_getaffinity(0))[:2]
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {here})
+    try:
+        for cpu, elsewhere in ((here, False), (there, True)):
+            # Busy, so that the kernel really moves it (a sleeper's recorded CPU
+            # changes only when it next wakes).
+            peer = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            try:
+                os.sched_setaffinity(peer.pid, {cpu})
+                time.sleep(0.05)
+                assert fdpass._peer_elsewhere(peer.pid) is (elsewhere and fdpass._speed is not None)
+            finally:
+                peer.kill()
+                peer.wait()
+        assert fdpass._peer_elsewhere(None) is False
+        assert fdpass._peer_elsewhere(peer.pid) is False  # gone: unknown
+    finally:
+        os.sched_setaffinity(0, saved)
+
+
 def test_late_replies_on_a_crowded_machine_suspend_polling_for_longer_and_longer(channel) -> None:  # type: ignore[no-untyped-def]
     """With more tasks running than CPUs (one busy process per CPU, and one
     more), a poll whose reply came after the window did not pay: the next
@@ -181,6 +209,7 @@ def test_late_replies_on_a_crowded_machine_suspend_polling_for_longer_and_longer
     try:
         # The kernel's own count, as the rule reads it.
         assert not fdpass._cpus_to_spare()
+        poll.peer = hogs[0].pid  # somewhere, maybe elsewhere: the count decides
         for backoff in (1, 2, 4):
             _late_reply(client, peer, poll)
             assert (poll.skip, poll.backoff) == (backoff, backoff)

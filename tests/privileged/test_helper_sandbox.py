@@ -264,20 +264,6 @@ def test_netlink_is_open_for_rtnetlink_only(selftest_build: Path,
                                              "selftest: netlink sock_diag"], proc.stdout
 
 
-def test_pread_reads_the_loadavg_descriptor_only(selftest_build: Path,
-                                                unpriv_user: priv.User) -> None:
-    """A polling broker reads the running-task count through /proc/loadavg opened
-    before the sandbox at GP_LOADAVG_FD; pread of any other descriptor (here the
-    same file opened at another number) kills the confined helper."""
-    with priv.install_helper("setuid", source=selftest_build) as helper:
-        proc = priv.run_argv(unpriv_user, [str(helper), "--sandbox-report", "--selftest",
-                                           "pread"])
-    assert proc.returncode == -signal.SIGSYS, (proc.returncode, proc.stdout)
-    last = proc.stdout.splitlines()[-2:]
-    assert last[0] == "selftest: pread loadavg: ok", proc.stdout
-    assert re.fullmatch(r"selftest: pread \d+", last[1]) and last[1] != "selftest: pread 1000"
-
-
 SOCK_DIAG = "import socket; socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4).close()"
 
 

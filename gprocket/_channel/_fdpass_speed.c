@@ -143,9 +143,10 @@ int gpf_check_inet(int fd, int family, int type, int protocol, const char *addr,
     char device[IFNAMSIZ + 1] = { 0 };
     socklen_t dlen = IFNAMSIZ;
     int flags = fcntl(fd, F_GETFD);
+    /* A bound socket's family is the one getsockname reports below: no SO_DOMAIN then. */
     if (flags < 0 || !(flags & FD_CLOEXEC) || (family != AF_INET && family != AF_INET6) ||
-        !option(fd, SOL_SOCKET, SO_DOMAIN, family) || !option(fd, SOL_SOCKET, SO_TYPE, type) ||
-        !option(fd, SOL_SOCKET, SO_PROTOCOL, protocol))
+        (!addr && !option(fd, SOL_SOCKET, SO_DOMAIN, family)) ||
+        !option(fd, SOL_SOCKET, SO_TYPE, type) || !option(fd, SOL_SOCKET, SO_PROTOCOL, protocol))
         return 0;
     if (addr) {
         if (getsockname(fd, (struct sockaddr *)&ss, &len) || ss.ss_family != family)

@@ -24,9 +24,7 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +35,7 @@ from pathlib import Path
 # also leaves this directory off sys.path; it holds no gprocket.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _hog
+import _netns
 
 ICMPLIB_CONCURRENCY = (500, 2000)
 
@@ -202,28 +201,15 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/aio.py needs root to create its network namespace", file=sys.stderr)
         return 2
-    name = f"gpa-bench-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for argv in (["ip", "link", "set", "lo", "up"],
-                     ["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]):
-            subprocess.run(["ip", "netns", "exec", name, *argv], check=True,
-                           capture_output=True)
-        # The installed package (with its compiled engines), as users get it.
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        proc = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-P", __file__,
-                               "--inside", "--targets", str(args.targets), "--opens",
-                               str(args.opens), "--rounds", str(args.rounds),
-                               "--hog", str(args.hog)],
-                              capture_output=True, text=True, env=env, check=False)
-        if proc.returncode != 0:
-            print(proc.stdout, proc.stderr, file=sys.stderr)
-            return 1
-        report(json.loads(proc.stdout.strip().splitlines()[-1]), args.hog)
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    got = _netns.run_inside("gpa-bench", [
+        ["ip", "link", "set", "lo", "up"],
+        ["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"],
+    ], [sys.executable, "-P", __file__, "--inside", "--targets", str(args.targets),
+        "--opens", str(args.opens), "--rounds", str(args.rounds), "--hog", str(args.hog)])
+    if got is None:
+        return 1
+    report(got, args.hog)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,7 +22,6 @@ import argparse
 import ipaddress
 import json
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from collections.abc import Callable
 from functools import partial
 
 import _hog
+import _netns
 
 REPEAT = 9
 ICMPLIB_REPEAT = 3
@@ -233,30 +233,17 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/ping.py needs root to create its network namespace", file=sys.stderr)
         return 2
-    name = f"gpi-bench-{secrets.token_hex(3)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        def ns(*argv: str) -> None:
-            subprocess.run(["ip", "netns", "exec", name, *argv], check=True,
-                           capture_output=True)
-        ns("ip", "link", "set", "lo", "up")
-        ns("ip", "-6", "route", "add", "local", "2001:db8::/64", "dev", "lo")
+    got = _netns.run_inside("gpi-bench", [
+        ["ip", "link", "set", "lo", "up"],
+        ["ip", "-6", "route", "add", "local", "2001:db8::/64", "dev", "lo"],
         # Root may use ICMP datagram sockets too (gprocket's and icmplib's
         # unprivileged mode); the raw runs are measured as well.
-        ns("sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
-        # The installed gprocket (compiled engine included), never the checkout.
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        proc = subprocess.run(["ip", "netns", "exec", name, sys.executable, __file__,
-                               "--inside", "--hog", str(args.hog)], capture_output=True,
-                              text=True, env=env, check=False)
-        if proc.returncode != 0:
-            print(proc.stdout, proc.stderr, file=sys.stderr)
-            return 1
-        report(json.loads(proc.stdout.strip().splitlines()[-1]), args.hog)
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+        ["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"],
+    ], [sys.executable, __file__, "--inside", "--hog", str(args.hog)])
+    if got is None:
+        return 1
+    report(got, args.hog)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -167,7 +167,7 @@ def enable(
     current = read_range()
     wanted = merged_range(current, gid)
     conf = conf_file(layout, sysctl_dir)
-    peers = _peers(sysctl_dir, conf) if sysctl_dir.is_dir() else []
+    peers = _peers(sysctl_dir, conf)  # none when the directory is missing
     # Covered already: by the administrator's own range (nothing to record), by
     # this install (nothing to do), or by another install, whose remove must
     # then know this one still needs the gid.
@@ -214,8 +214,7 @@ def disable(state: PingState) -> list[str]:
             pass
         else:
             changes.append(f"removed {conf}")
-        if conf.parent.is_dir():
-            peers = _peers(conf.parent, conf)
+        peers = _peers(conf.parent, conf)
     if last is None or state.previous is None:
         return changes
     try:

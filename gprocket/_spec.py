@@ -221,7 +221,8 @@ def socket_request(port: int, options: SocketOptions, where: str) -> SocketReque
     if found is None:
         found = SocketRequest(port, **options)
         if len(_REQUESTS) >= _REQUESTS_KEPT:
-            _REQUESTS.pop(next(iter(_REQUESTS)), None)
+            # Bounded by starting over: no iteration another thread could upset.
+            _REQUESTS.clear()
         _REQUESTS[key] = found
     return found
 

@@ -22,6 +22,7 @@ work is done in Python.
 from __future__ import annotations
 
 import array
+import contextlib
 import errno
 import gc
 import importlib
@@ -117,9 +118,14 @@ class Block:
             self.count = len(self._starts)
         return self._starts, self._ends
 
+    def _live_view(self) -> memoryview:
+        if self.released:
+            raise ValueError("block already released: read its frames before release()")
+        return self.view
+
     def frames(self) -> list[memoryview]:
         """The frames as memoryviews into the ring (valid until release)."""
-        view = self.view
+        view = self._live_view()
         # zip without strict: the walker returns equal lengths, and this is the hot loop.
         return [view[s:e] for s, e in zip(*self._bounds())]  # noqa: B905
 
@@ -135,7 +141,7 @@ class Block:
         """The frames with timestamps and wire lengths (ValueError once released)."""
         starts, ends = self._bounds()
         m = self._metadata()
-        view = self.view
+        view = self._live_view()
         return [RingFrame(view[s:e], sec, nsec, wire, ifindex, pp >> 16, pp & 0xFF)
                 for s, e, wire, sec, nsec, ifindex, pp in
                 zip(starts, ends, m[0::5], m[1::5], m[2::5], m[3::5], m[4::5], strict=True)]
@@ -151,7 +157,7 @@ class Block:
         built, so a loop that does not keep them reuses the same (cache-hot)
         memory for every slice instead of touching a whole block's worth.
         """
-        view = self.view
+        view = self._live_view()
         starts, ends = self._bounds()
         step = _ITER_SLICE
         return chain.from_iterable(
@@ -165,6 +171,7 @@ class Block:
                      limit: int | None = None) -> bytes:
         """The block's first ``limit`` frames (all by default) as ready pcap
         records (see PcapWriter.write_records)."""
+        self._live_view()
         if limit is not None and limit < self.count:
             return self._pcap_python(snaplen, nanosecond, max(0, limit))
         if _packet_speed is not None:
@@ -219,6 +226,11 @@ class Block:
         """Give the block back to the kernel; its frames' memory is reused."""
         if not self.released:
             self.released = True
+            # Frames taken from the block pin the ring's mapping until they are
+            # dropped; the Block itself no longer does, so keeping one around
+            # never stops RxRing.close().
+            with contextlib.suppress(BufferError):  # a caller's export of the view
+                self.view.release()
             self._ring._release(self.index)
 
     def __enter__(self) -> Block:

@@ -24,6 +24,14 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+async def settled(ready: Any, seconds: float = 10.0) -> None:
+    """Wait until ready() (the loop turning meanwhile); fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        assert time.monotonic() < deadline, f"not settled within {seconds} s"
+        await asyncio.sleep(0.01)
+
+
 def fds() -> list[str]:
     return sorted(os.listdir("/proc/self/fd"), key=int)
 
@@ -191,7 +199,8 @@ def test_replies_of_cancelled_requests_are_read_and_closed() -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.sleep(0.6)  # every reply has come and been closed
+        await asyncio.sleep(0.6)  # every reply has come (five, 50 ms apart)
+        await settled(lambda: fds() == with_session)  # and been closed
         after_cancel = fds()
         kept = await one()
         session.fail("closed")
@@ -226,7 +235,8 @@ def test_a_reply_queued_behind_the_last_due_one_is_still_closed() -> None:
             _reply, fd = await session.call(encode_request(request, rid), rid)
             assert fd is not None
             os.close(fd)
-        await asyncio.sleep(0.3)  # the last stray has come and been read
+        await asyncio.sleep(0.3)  # the last stray has come (the peer sends it at once)
+        await settled(lambda: fds() == with_session)  # and is closed
         after = fds()
         alive = session.dead is None
         session.fail("closed")
@@ -251,7 +261,9 @@ def test_late_replies_suspend_polling_as_in_the_gevent_client(
     monkeypatch.setattr(_fdpass, "_cpus_to_spare", lambda: False)
     async def main() -> tuple[float, list[tuple[int, int]]]:
         loop = asyncio.get_running_loop()
-        session = _peer_session(loop, 0.01)
+        # Late enough that no preemption between request and poll lets the
+        # reply be there at the first try.
+        session = _peer_session(loop, 0.2)
         request = gprocket.SocketRequest(0, protocol="udp", ip="127.0.0.1")
         from gprocket._channel.wire import encode_request
 

@@ -2,9 +2,9 @@
 
 Servers on low ports for asyncio (start_server, create_datagram_endpoint,
 loop.sock_*), a ticker task that keeps running while a slow helper answers
-(the helper sleeps before it execs: the loop must never wait for it), the
-same PrivilegeError as the gevent front, and cancellations that leave no
-descriptor and no process behind.
+(the helper waits, before it execs, for the ticker's 20th turn: a loop that
+waited for the helper would never get there), the same PrivilegeError as the
+gevent front, and cancellations that leave no descriptor and no process behind.
 """
 
 from __future__ import annotations
@@ -26,22 +26,38 @@ import gprocket
 from gprocket import aio
 HELPER = os.environ['GPROCKET_HELPER']
 SLOW = os.environ.get('SLOW_HELPER', HELPER)
+GATE = os.environ.get('HELPER_GATE')
+
+def open_gate():
+    open(GATE, 'a').close()
+
+def shut_gate():
+    if os.path.exists(GATE):
+        os.unlink(GATE)
 
 class Ticker:
-    '''Counts loop turns every 5 ms and keeps the longest gap between two.'''
+    '''Counts loop turns, one every 5 ms; the 20th opens the gate the slow
+    helper waits at: the helper answers only a loop that kept turning.'''
+    OPENS_AT = 20
     def __init__(self):
-        self.ticks, self.gap, self.last = 0, 0.0, time.monotonic()
+        self.ticks = 0
         self.task = asyncio.get_running_loop().create_task(self.run())
     async def run(self):
         while True:
             await asyncio.sleep(0.005)
-            now = time.monotonic()
-            self.gap = max(self.gap, now - self.last)
-            self.last = now
             self.ticks += 1
+            if self.ticks == self.OPENS_AT:
+                open_gate()
     def stop(self):
         self.task.cancel()
-        return {"ticks": self.ticks, "gap": self.gap}
+        return {"ticks": self.ticks}
+
+async def settled(ready, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"not settled within {seconds} s")
+        await asyncio.sleep(0.01)
 
 def fds():
     return sorted(os.listdir('/proc/self/fd'), key=int)
@@ -68,13 +84,11 @@ async def main():
     strategy = sys.argv[1]
     loop = asyncio.get_running_loop()
     ticker = Ticker()
-    start = time.monotonic()
     udp, tcp = await asyncio.gather(
         aio.open(53, protocol='udp', ip='127.0.0.1', strategies=strategy, helper=SLOW),
         aio.open(80, protocol='tcp', ip='127.0.0.1', strategies=strategy, helper=SLOW))
-    took = time.monotonic() - start
     beat = ticker.stop()
-    out = {"took": took, **beat, "rungs": [udp.rung, tcp.rung],
+    out = {**beat, "rungs": [udp.rung, tcp.rung],
            "blocking": [udp.getblocking(), tcp.getblocking()],
            "ports": [udp.getsockname()[1], tcp.getsockname()[1]]}
     transport, _ = await loop.create_datagram_endpoint(Echo, sock=udp)
@@ -103,19 +117,16 @@ def test_udp_and_tcp_servers_on_low_ports_while_a_slow_helper_answers(
         strategy: str, unpriv_user: priv.User, netns: priv.Netns,
         installed_helper: Callable[..., Path]) -> None:
     helper = installed_helper(mode="caps")
-    slow = priv.slow_wrapper(helper, 0.5)
+    gate = priv.gated_wrapper(helper, unpriv_user)
     out = priv.run_json(unpriv_user, SERVERS.replace("sys.argv[1]", repr(strategy)),
-                        netns=netns, env={"GPROCKET_HELPER": str(helper),
-                                          "SLOW_HELPER": str(slow)})
+                        netns=netns, env={"GPROCKET_HELPER": str(helper), **gate.env})
     assert out["rungs"] == [strategy, strategy]
     assert out["blocking"] == [False, False]
     assert out["ports"] == [53, 80]
     assert out["udp"] == "PING"
     assert out["tcp"] == "HELLO"
-    # The helper slept half a second; the loop kept turning every 5 ms meanwhile.
-    assert out["took"] >= 0.5
-    assert out["ticks"] >= 40, out
-    assert out["gap"] < 0.25, out
+    # The helper waited for the loop's 20th turn, so the loop turned while it waited.
+    assert out["ticks"] >= 20, out
 
 
 ERRORS = PRELUDE + r"""
@@ -154,28 +165,37 @@ CANCEL = PRELUDE + r"""
 async def main():
     strategy = sys.argv[1]
     # Warm up: the broker (if any) runs, and the loop's own descriptors exist.
+    open_gate()
     os.close(await aio.open_fd(53, protocol='udp', ip='127.0.0.1', strategies=strategy,
                                helper=SLOW))
-    await asyncio.sleep(0.2)
-    before, kids_before = fds(), children()
     if strategy == 'broker':
-        await aio.aclose_all()  # the next requests wait for a slow broker start
-        await asyncio.sleep(0.1)
-        before, kids_before = fds(), children()
+        await aio.aclose_all()  # the next requests wait for a broker that cannot start yet
+    await settled(lambda: not children())
+    before, kids_before = fds(), children()
+    shut_gate()
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(aio.open_fd(53, protocol='udp', ip='127.0.0.1',
                                           strategies=strategy, helper=SLOW))
              for _ in range(3)]
     tasks += [loop.create_task(aio.open_fd(0, protocol='icmp', strategies=strategy,
                                            helper=SLOW)) for _ in range(10)]
-    await asyncio.sleep(0.1)
+    # Every request is with a helper waiting at the shut gate (13 one-shots, or one broker).
+    expected = 13 if strategy == 'helper' else 1
+    await settled(lambda: len(children()) >= expected)
     during = len(children())
     for task in tasks:
         task.cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     cancelled = sum(isinstance(r, asyncio.CancelledError) for r in results)
-    # Replies still on their way (the broker started late) are read and closed.
-    await asyncio.sleep(1.5)
+    # The helpers go on; replies still on their way are read and closed.
+    open_gate()
+    if strategy == 'helper':
+        await settled(lambda: not children() and fds() == before)
+    else:
+        # The broker answers in order: once a later request is answered, every
+        # cancelled one's reply has been read (and its descriptor closed).
+        os.close(await aio.open_fd(54, protocol='udp', ip='127.0.0.1', strategies=strategy,
+                                   helper=SLOW))
     after, kids_after = fds(), children()
     # Port 53 is free again: no cancelled request holds it.
     again = await aio.open(53, protocol='udp', ip='127.0.0.1', strategies=strategy,
@@ -196,10 +216,9 @@ def test_cancelled_acquisitions_leak_no_descriptor_and_no_process(
         strategy: str, unpriv_user: priv.User, netns: priv.Netns,
         installed_helper: Callable[..., Path]) -> None:
     helper = installed_helper(mode="caps")
-    slow = priv.slow_wrapper(helper, 0.4)
+    gate = priv.gated_wrapper(helper, unpriv_user)
     out = priv.run_json(unpriv_user, CANCEL.replace("sys.argv[1]", repr(strategy)),
-                        netns=netns, env={"GPROCKET_HELPER": str(helper),
-                                          "SLOW_HELPER": str(slow)})
+                        netns=netns, env={"GPROCKET_HELPER": str(helper), **gate.env})
     assert out["cancelled"] == 13
     # While the requests were pending, helpers were running (13 one-shots, or one broker).
     assert out["during"] == (13 if strategy == "helper" else 1), out

@@ -70,7 +70,12 @@ def test_ready_filters_match_libpcap_on_real_frames() -> None:
                     tx = gevent.socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
                 tx.bind((lab.if_b, 0))
                 BatchSender(tx).send(list(frames.values()))
-                got = [bytes(f) for b in ring.blocks(timeout=0.3) for f in b.frames()]
+                got = []
+                first = ring.next_block(timeout=5)  # each program passes a frame: wait for it
+                if first is not None:
+                    with first:
+                        got += [bytes(f) for f in first.frames()]
+                got += [bytes(f) for b in ring.blocks(timeout=0.3) for f in b.frames()]
                 passed.append({name for name, f in frames.items() if f in got})
                 ring.close()
                 rx.close()

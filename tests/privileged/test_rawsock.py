@@ -98,8 +98,9 @@ def test_filters_expression_and_lock(lab: VethLab, pair: tuple[RawSocket, RawSoc
     a, b = pair
     a.set_filter("ether proto 0x88b6")
     b.send_many(_frames(lab, 5, 0x88B5) + _frames(lab, 2, 0x88B6))
-    got = list(a.frames(timeout=0.3))
+    got = list(a.frames(count=2, timeout=5))
     assert [int.from_bytes(f.data[12:14], "big") for f in got] == [0x88B6, 0x88B6]
+    assert a.recv(timeout=0.05) is None  # and none of the five others
     a.set_filter(bpf.ethertype(0x88B5))
     a.lock_filter()
     with pytest.raises(OSError) as info:

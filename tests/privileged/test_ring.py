@@ -58,13 +58,9 @@ def _receiving(lab: VethLab, timeout_ms: int) -> Iterator[tuple[socket.socket, r
 
 @pytest.fixture
 def rx(lab: VethLab) -> Iterator[tuple[socket.socket, ring.RxRing]]:
-    yield from _receiving(lab, timeout_ms=2)
-
-
-@pytest.fixture
-def rx_whole_burst(lab: VethLab) -> Iterator[tuple[socket.socket, ring.RxRing]]:
-    """A block timeout long enough that a host preemption inside a burst
-    cannot retire the block early: the burst lands in one block."""
+    """A block timeout no host preemption inside a burst reaches: blocks fill
+    (a short one retired each tick of a stalled sender fills the ring, and
+    the kernel drops frames), and a short burst lands in one block."""
     yield from _receiving(lab, timeout_ms=250)
 
 
@@ -209,7 +205,7 @@ def write_size(request: pytest.FixtureRequest, impl: str, monkeypatch: pytest.Mo
 
 
 def test_write_block_makes_the_file_per_frame_writes_make(
-        write_size: int, lab: VethLab, rx_whole_burst: tuple[socket.socket, ring.RxRing],
+        write_size: int, lab: VethLab, rx: tuple[socket.socket, ring.RxRing],
         tx: socket.socket, tmp_path: Path) -> None:
     """A block written straight from the ring (compiled: short frames staged
     beside their headers, long ones gathered from the ring, one writev per
@@ -218,7 +214,7 @@ def test_write_block_makes_the_file_per_frame_writes_make(
     every snap length (none cut, long ones cut, all cut), both timestamp
     units, whole blocks and a count that ends inside one; also into a file
     object."""
-    _, rx_ring = rx_whole_burst
+    _, rx_ring = rx
     # 14 + 4 * (1 .. 360) bytes (within the MTU): both sides of the 256-byte staging limit.
     frames = [ether_frame(lab.mac_a, lab.mac_b, 0x88B5, struct.pack("!I", i) * (1 + i * 37 % 360))
               for i in range(40)]
@@ -291,8 +287,18 @@ def test_close_refuses_while_frames_are_held(
     with pytest.raises(BufferError, match="still referenced"):
         rx_ring.close()
     assert not rx_ring.closed
-    del held, block
-    rx_ring.close()
+    block.release()
+    with pytest.raises(BufferError, match="still referenced"):  # the frames still do
+        rx_ring.close()
+    # Its frames were found before release; they are not handed out after it.
+    with pytest.raises(ValueError, match="already released"):
+        block.frames()
+    with pytest.raises(ValueError, match="already released"):
+        list(block)
+    with pytest.raises(ValueError, match="already released"):
+        block.pcap_records(100)
+    del held
+    rx_ring.close()  # a released Block kept around does not hold the ring
     assert rx_ring.closed
     with pytest.raises(ValueError, match="closed"):
         rx_ring.next_block(0)

@@ -166,7 +166,9 @@ def test_dnslib_resolver_bound_to_ipv6_loopback_answers_udp_and_tcp(
     try:
         assert wait_for(lambda: dig(netns, "any.example", "AAAA"), proc,
                         "dig @::1") == "2001:db8::53"
-        assert dig(netns, "+tcp", "other.example", "AAAA") == "2001:db8::53"
+        # dnslib starts its UDP server's thread before it binds the TCP one.
+        assert wait_for(lambda: dig(netns, "+tcp", "other.example", "AAAA"), proc,
+                        "dig +tcp @::1") == "2001:db8::53"
         assert "[::1]:53" in listeners(netns, "lunp", 53)
         assert "[::1]:53" in listeners(netns, "ltnp", 53)
     finally:

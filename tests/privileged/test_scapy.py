@@ -58,7 +58,7 @@ elif p["what"] == "sniff":
     out.update(count=len(got), ports=sorted({q[UDP].dport for q in got}),
                seqs=[int(bytes(q[Raw].load)[:4].hex(), 16) for q in got])
 elif p["what"] == "threads":
-    import collections, os, time
+    import collections, os, threading
     from scapy.all import AsyncSniffer
     def fds():
         names = os.listdir("/proc/self/fd")  # its own descriptor is gone by the loop
@@ -67,9 +67,11 @@ elif p["what"] == "threads":
     conf.L2listen(iface=p["iface"]).close()  # the main thread's first ladder call makes its hub
     start = fds()
     for _ in range(3):
-        sniffer = AsyncSniffer(iface=p["iface"], filter="udp")
+        # Stopped once its socket is open (stop() before that neither joins nor closes).
+        sniffing = threading.Event()
+        sniffer = AsyncSniffer(iface=p["iface"], filter="udp", started_callback=sniffing.set)
         sniffer.start()
-        time.sleep(0.3)
+        assert sniffing.wait(30), "the sniffer thread never opened its socket"
         sniffer.stop()
     left = collections.Counter(fds()) - collections.Counter(start)
     out.update(results=sniffer.results is not None, left=sorted(left.elements()),

@@ -419,18 +419,59 @@ def stop(proc: subprocess.Popen[str]) -> None:
             stream.close()
 
 
-def slow_wrapper(helper: Path, seconds: float) -> Path:
-    """A helper that sleeps ``seconds`` before it execs the installed ``helper``.
+@dataclass(frozen=True)
+class Gate:
+    """A helper that waits, before it execs, until a gate file appears."""
 
-    A script beside the helper (root-owned, in its root-only prefix), marked
-    with file capabilities so that the library's check lets it run: the
-    kernel ignores a script's capabilities, the helper it execs has its own.
-    Removed with the helper's prefix.
+    wrapper: Path
+    path: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What the caller's script reads: SLOW_HELPER to use, HELPER_GATE to open."""
+        return {"SLOW_HELPER": str(self.wrapper), "HELPER_GATE": str(self.path)}
+
+
+GATE_SECONDS = 30
+
+
+def gated_wrapper(helper: Path, user: User) -> Gate:
+    """A helper that starts only once ``user``'s script opens the gate.
+
+    The script's event loop opens it (creates the file) after so many turns,
+    so the helper answers only a loop that kept turning while it waited: a
+    front that blocked its loop on the helper never opens it, and the helper
+    gives up after GATE_SECONDS with a message naming the cause. No clock
+    is involved, so no host stall can fail or pass the test by chance.
+
+    The wrapper is a script beside the helper (root-owned, in its root-only
+    prefix), marked with file capabilities so that the library's check lets
+    it run: the kernel ignores a script's capabilities, the helper it execs
+    has its own. The gate lies in a directory of ``user``'s in the helper's
+    prefix; both go with the prefix.
     """
-    wrapper = helper.parent / "slow-helper"
-    wrapper.write_text(f"#!/bin/sh\nsleep {seconds}\nexec {helper} \"$@\"\n")
+    prefix = helper.parents[2]
+    gates = prefix / "gate"
+    gates.mkdir(mode=0o700, exist_ok=True)
+    os.chown(gates, user.uid, user.gid)
+    gate = gates / "open"
+    wrapper = helper.parent / "gated-helper"
+    tries = GATE_SECONDS * 100
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        "tries=0\n"
+        f"while [ ! -e {gate} ]; do\n"
+        "  tries=$((tries + 1))\n"
+        f"  if [ $tries -gt {tries} ]; then\n"
+        f"    echo 'gated-helper: {gate} stayed shut {GATE_SECONDS} s: the calling "
+        "event loop stopped turning' >&2\n"
+        "    exit 70\n"
+        "  fi\n"
+        "  sleep 0.01\n"
+        "done\n"
+        f'exec {helper} "$@"\n')
     info = helper.stat()
     os.chown(wrapper, 0, info.st_gid)
     os.chmod(wrapper, 0o750)
     subprocess.run(["setcap", "cap_net_raw+p", str(wrapper)], check=True)
-    return wrapper
+    return Gate(wrapper, gate)

@@ -6,9 +6,11 @@ import errno
 import os
 import socket
 import sys
+from pathlib import Path
 
 import gevent
 import pytest
+from support import privileged as priv
 
 import gprocket
 
@@ -47,16 +49,21 @@ def test_namespaced_request_in_process_for_root(netns) -> None:  # type: ignore[
 
 
 def test_ticker_runs_while_a_slow_helper_is_awaited(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    real = os.path.join(os.path.dirname(gprocket.__file__), "_bin", "gprocket-helper")
+    real = Path(gprocket.__file__).parent / "_bin" / "gprocket-helper"
+    gate = tmp_path / "gate"
     slow = tmp_path / "slow-helper"
-    slow.write_text(f'#!/bin/sh\nsleep 0.5\nexec {real} "$@"\n')
+    slow.write_text(priv.gate_script(gate, real))
     slow.chmod(0o755)
     ticks = []
 
     def ticker() -> None:
+        # The 20th turn opens the gate the helper waits at: a hub blocked on
+        # the helper never gets there, and the helper gives up.
         while True:
             ticks.append(1)
-            gevent.sleep(0.01)
+            if len(ticks) == 20:
+                gate.touch()
+            gevent.sleep(0.005)
 
     tick = gevent.spawn(ticker)
     try:
@@ -66,4 +73,4 @@ def test_ticker_runs_while_a_slow_helper_is_awaited(tmp_path) -> None:  # type: 
         tick.kill()
     assert sock.rung == "helper"
     sock.close()
-    assert len(ticks) >= 10
+    assert len(ticks) >= 20

@@ -435,6 +435,23 @@ class Gate:
 GATE_SECONDS = 30
 
 
+def gate_script(gate: Path, helper: Path) -> str:
+    """A shell script that execs ``helper`` once ``gate`` exists (see gated_wrapper)."""
+    tries = GATE_SECONDS * 100
+    return ("#!/bin/sh\n"
+            "tries=0\n"
+            f"while [ ! -e {gate} ]; do\n"
+            "  tries=$((tries + 1))\n"
+            f"  if [ $tries -gt {tries} ]; then\n"
+            f"    echo 'gated-helper: {gate} stayed shut {GATE_SECONDS} s: the calling "
+            "event loop stopped turning' >&2\n"
+            "    exit 70\n"
+            "  fi\n"
+            "  sleep 0.01\n"
+            "done\n"
+            f'exec {helper} "$@"\n')
+
+
 def gated_wrapper(helper: Path, user: User) -> Gate:
     """A helper that starts only once ``user``'s script opens the gate.
 
@@ -456,20 +473,7 @@ def gated_wrapper(helper: Path, user: User) -> Gate:
     os.chown(gates, user.uid, user.gid)
     gate = gates / "open"
     wrapper = helper.parent / "gated-helper"
-    tries = GATE_SECONDS * 100
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        "tries=0\n"
-        f"while [ ! -e {gate} ]; do\n"
-        "  tries=$((tries + 1))\n"
-        f"  if [ $tries -gt {tries} ]; then\n"
-        f"    echo 'gated-helper: {gate} stayed shut {GATE_SECONDS} s: the calling "
-        "event loop stopped turning' >&2\n"
-        "    exit 70\n"
-        "  fi\n"
-        "  sleep 0.01\n"
-        "done\n"
-        f'exec {helper} "$@"\n')
+    wrapper.write_text(gate_script(gate, helper))
     info = helper.stat()
     os.chown(wrapper, 0, info.st_gid)
     os.chmod(wrapper, 0o750)

@@ -177,10 +177,9 @@ def receive(channel: gevent.socket.socket, spin: float = 0.0,
         if poll is not None and spin:
             poll.record(outcome)
         while got is None:
-            # gevent's own wait on the channel's watcher (its timeout applies),
-            # then one compiled read: no second failed read before the wait,
-            # as the gevent socket's recvmsg would make.
-            channel._wait(channel._read_event)
+            # Wait, then one compiled read: no second failed read before the
+            # wait, as the gevent socket's recvmsg would make.
+            _wait_readable(channel)
             got, _ = _receive_compiled(fd, 0.0)
         return _judge(*got)
     if spin:
@@ -198,6 +197,20 @@ def receive(channel: gevent.socket.socket, spin: float = 0.0,
         else:
             foreign.append((level, kind))
     return _judge(data, fds, flags, foreign)
+
+
+# gevent's own wait on a socket's watcher, as its recvmsg does (private: a
+# gevent without it gets the public wait_read, one new watcher per wait).
+_SOCKET_WAIT = callable(getattr(gevent.socket.socket, "_wait", None))
+
+
+def _wait_readable(channel: gevent.socket.socket) -> None:
+    """Until ``channel`` is readable; TimeoutError after its own timeout."""
+    if _SOCKET_WAIT:
+        channel._wait(channel._read_event)
+    else:
+        gevent.socket.wait_read(channel.fileno(), channel.gettimeout(),
+                                TimeoutError("timed out"))
 
 
 def receive_now(channel: socket.socket, poll: Poll | None = None

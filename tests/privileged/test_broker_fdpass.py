@@ -161,6 +161,22 @@ def test_a_reply_later_than_the_poll_window_is_waited_for_cooperatively(channel)
     assert _late_reply(*channel) >= 10
 
 
+@pytest.mark.parametrize("socket_wait", [True, False], ids=["socket-wait", "wait_read"])
+def test_a_waiting_receive_keeps_the_channels_timeout(  # type: ignore[no-untyped-def]
+        channel, monkeypatch: pytest.MonkeyPatch, socket_wait: bool) -> None:
+    """With gevent's own socket wait and with the public wait_read it falls
+    back to: a late reply is waited for cooperatively, and a reply that never
+    comes raises TimeoutError after the channel's timeout, leaking nothing."""
+    monkeypatch.setattr(fdpass, "_SOCKET_WAIT", socket_wait)
+    client, peer = channel
+    assert _late_reply(client, peer) >= 10
+    client.settimeout(0.05)
+    before = _fds()
+    with pytest.raises(TimeoutError, match="timed out"):
+        receive(client)
+    assert _fds() == before
+
+
 def _busy(count: int) -> list[subprocess.Popen[bytes]]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
 

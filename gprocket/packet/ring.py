@@ -124,7 +124,8 @@ class Block:
         return self.view
 
     def frames(self) -> list[memoryview]:
-        """The frames as memoryviews into the ring (valid until release)."""
+        """The frames as memoryviews into the ring (valid until release; ValueError
+        once released)."""
         view = self._live_view()
         # zip without strict: the walker returns equal lengths, and this is the hot loop.
         return [view[s:e] for s, e in zip(*self._bounds())]  # noqa: B905

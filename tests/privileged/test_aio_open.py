@@ -30,27 +30,7 @@ GATE = os.environ.get('HELPER_GATE')
 
 def open_gate():
     open(GATE, 'a').close()
-
-def shut_gate():
-    if os.path.exists(GATE):
-        os.unlink(GATE)
-
-class Ticker:
-    '''Counts loop turns, one every 5 ms; the 20th opens the gate the slow
-    helper waits at: the helper answers only a loop that kept turning.'''
-    OPENS_AT = 20
-    def __init__(self):
-        self.ticks = 0
-        self.task = asyncio.get_running_loop().create_task(self.run())
-    async def run(self):
-        while True:
-            await asyncio.sleep(0.005)
-            self.ticks += 1
-            if self.ticks == self.OPENS_AT:
-                open_gate()
-    def stop(self):
-        self.task.cancel()
-        return {"ticks": self.ticks}
+""" + priv.ASYNC_GATE_TICKER + r"""
 
 async def settled(ready, seconds=10.0):
     deadline = time.monotonic() + seconds
@@ -83,11 +63,12 @@ async def handle(reader, writer):
 async def main():
     strategy = sys.argv[1]
     loop = asyncio.get_running_loop()
-    ticker = Ticker()
+    beat = {"ticks": 0}
+    ticker = loop.create_task(gate_ticker(beat))
     udp, tcp = await asyncio.gather(
         aio.open(53, protocol='udp', ip='127.0.0.1', strategies=strategy, helper=SLOW),
         aio.open(80, protocol='tcp', ip='127.0.0.1', strategies=strategy, helper=SLOW))
-    beat = ticker.stop()
+    ticker.cancel()
     out = {**beat, "rungs": [udp.rung, tcp.rung],
            "blocking": [udp.getblocking(), tcp.getblocking()],
            "ports": [udp.getsockname()[1], tcp.getsockname()[1]]}
@@ -126,7 +107,7 @@ def test_udp_and_tcp_servers_on_low_ports_while_a_slow_helper_answers(
     assert out["udp"] == "PING"
     assert out["tcp"] == "HELLO"
     # The helper waited for the loop's 20th turn, so the loop turned while it waited.
-    assert out["ticks"] >= 20, out
+    assert out["ticks"] >= priv.GATE_OPENS_AT, out
 
 
 ERRORS = PRELUDE + r"""
@@ -172,7 +153,7 @@ async def main():
         await aio.aclose_all()  # the next requests wait for a broker that cannot start yet
     await settled(lambda: not children())
     before, kids_before = fds(), children()
-    shut_gate()
+    os.unlink(GATE)  # shut: the helpers started next wait
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(aio.open_fd(53, protocol='udp', ip='127.0.0.1',
                                           strategies=strategy, helper=SLOW))

@@ -24,18 +24,10 @@ pytestmark = pytest.mark.privileged
 TICKER = r"""
 import asyncio, json, os, sys
 from gprocket import aio
-
-async def ticker(state):
-    # The 20th turn opens the gate the broker's helper waits at.
-    while True:
-        await asyncio.sleep(0.005)
-        state["ticks"] += 1
-        if state["ticks"] == 20:
-            open(os.environ["HELPER_GATE"], "a").close()
-
+""" + priv.ASYNC_GATE_TICKER + r"""
 def start_ticker():
     state = {"ticks": 0}
-    return state, asyncio.get_running_loop().create_task(ticker(state))
+    return state, asyncio.get_running_loop().create_task(gate_ticker(state))
 
 def opened(state):
     return {"open_ticks": state["ticks"]}
@@ -92,7 +84,7 @@ def _result(proc: subprocess.Popen[str]) -> dict[str, Any]:
 
 def _loop_kept_turning(result: dict[str, Any]) -> None:
     """The helper waited for the loop's 20th turn, so the loop turned meanwhile."""
-    assert result["open_ticks"] >= 20, result
+    assert result["open_ticks"] >= priv.GATE_OPENS_AT, result
 
 
 def test_async_ring_receives_the_peers_frames(

@@ -57,11 +57,11 @@ def test_ticker_runs_while_a_slow_helper_is_awaited(tmp_path) -> None:  # type: 
     ticks = []
 
     def ticker() -> None:
-        # The 20th turn opens the gate the helper waits at: a hub blocked on
+        # Turn GATE_OPENS_AT opens the gate the helper waits at: a hub blocked on
         # the helper never gets there, and the helper gives up.
         while True:
             ticks.append(1)
-            if len(ticks) == 20:
+            if len(ticks) == priv.GATE_OPENS_AT:
                 gate.touch()
             gevent.sleep(0.005)
 
@@ -73,4 +73,4 @@ def test_ticker_runs_while_a_slow_helper_is_awaited(tmp_path) -> None:  # type: 
         tick.kill()
     assert sock.rung == "helper"
     sock.close()
-    assert len(ticks) >= 20
+    assert len(ticks) >= priv.GATE_OPENS_AT
